@@ -1,0 +1,51 @@
+# The shop's commands. Every target bootstraps what it needs (the virtual
+# environment first) or says exactly what is missing.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# One list of roles; tests check manifests and the Tekton matrix against
+# cqrs_common.roles, which holds the same names.
+ROLES := dispatcher command-order order-db process-data stats-order-db query-order
+export PYTHONPATH := $(CURDIR)/functions/shared$(foreach r,$(ROLES),:$(CURDIR)/functions/$(r))
+
+.PHONY: help
+help:
+	@echo "make run      all six roles on this machine (ports 8080-8085), Ctrl-C stops them"
+	@echo "make test     every test (unit, integration, manifests, browser, images)"
+	@echo "make replay   rebuild the read store from the order log (against make run)"
+	@echo "make lint     ruff"
+	@echo "make images | push | deploy | smoke | pipeline   the cluster side (see README)"
+
+$(VENV)/.installed: pyproject.toml functions/requirements.in
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed
+
+.PHONY: run
+run: venv
+	$(PY) -m cqrs_common.stack
+
+.PHONY: replay
+replay: venv
+	$(PY) -m cqrs_common.replay
+
+.PHONY: lint
+lint: venv
+	$(VENV)/bin/ruff check functions tests
+	$(VENV)/bin/ruff format --check functions tests
+
+.PHONY: test
+test: venv
+	$(PY) -m pytest
+
+# --- cluster (issue 4) ---
+# --- end cluster ---
+
+# --- tekton (issue 5) ---
+# --- end tekton ---
