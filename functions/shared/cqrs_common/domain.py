@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -74,7 +74,7 @@ def delta_for(order: Order) -> StatsDelta:
 
 def now_iso() -> str:
     """UTC now in RFC 3339 with milliseconds, the form every timestamp here takes."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_product(value: Any) -> str:

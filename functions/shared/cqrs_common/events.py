@@ -20,6 +20,8 @@ ORDER_PLACED = PREFIX + "order.placed"
 ORDER_RECORDED = PREFIX + "order.recorded"
 STATS_DELTA = PREFIX + "stats.delta"
 EVENT_TYPES: tuple[str, ...] = (ORDER_PLACED, ORDER_RECORDED, STATS_DELTA)
+# Sent by a Knative PingSource to order-db: wake up (maybe from zero) and relay the outbox.
+PING = "dev.knative.sources.ping"
 
 
 def source(role_name: str) -> str:

@@ -1,0 +1,141 @@
+"""dispatcher: the only public entry point. Serves the page and the public API, routes commands
+to command-order and queries to query-order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from cqrs_common.config import Settings
+from cqrs_common.domain import (
+    PRODUCTS,
+    PlaceOrder,
+    ValidationError,
+    parse_order_id,
+    parse_place_order,
+)
+from cqrs_common.http import Client, UpstreamError
+from cqrs_common.roles import DISPATCHER
+from cqrs_common.web import (
+    UnsupportedMediaType,
+    create_base_app,
+    read_json_body,
+    validation_problem,
+)
+from flask import Flask, Response, jsonify, request, url_for
+
+from dispatcher.page import form_response, page
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+OPENAPI = Path(__file__).with_name("openapi.json")
+
+
+class Gateway:
+    """The other roles as the dispatcher sees them: commands go to command-order, queries to
+    query-order."""
+
+    def __init__(self, settings: Settings, client: Client) -> None:
+        self.settings = settings
+        self.client = client
+
+    def place_order(self, command: PlaceOrder, idempotency_key: str | None) -> str:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+        body = {
+            "product": command.product,
+            "quantity": command.quantity,
+            "unitPrice": str(command.unit_price),
+        }
+        url = f"{self.settings.command_order_url}/orders"
+        response = self.client.request("POST", url, json=body, headers=headers)
+        if response.status_code == 202:
+            return response.json()["orderId"]
+        if response.status_code == 400 and response.headers.get("content-type", "").startswith(
+            "application/problem+json"
+        ):
+            problem = response.json()
+            params = {p["name"]: p["reason"] for p in problem.get("invalid-params", [])}
+            if params:
+                raise ValidationError(*next(iter(params.items())), *list(params.items())[1:])
+            raise ValidationError("body", problem.get("detail", "refused"))
+        raise UpstreamError(url, f"answered {response.status_code}", response.status_code)
+
+    def stats(self) -> dict[str, Any]:
+        return self.client.get_json(f"{self.settings.query_order_url}/stats")
+
+    def order_status(self, order_id: str) -> dict[str, Any]:
+        return self.client.get_json(f"{self.settings.query_order_url}/orders/{order_id}")
+
+
+def legacy_totals(stats: Mapping[str, Any]) -> str:
+    """The original project's `/order/orders` JSON: prices as JSON numbers, written exactly."""
+    fields: list[str] = []
+    for product in PRODUCTS:
+        totals = stats["products"][product]
+        name = product.capitalize()
+        price = Decimal(str(totals["totalPrice"]))  # a decimal literal is a valid JSON number
+        fields.append(f'"quantity{name}": {int(totals["quantity"])}')
+        fields.append(f'"totalPrice{name}": {price}')
+    return "{" + ", ".join(fields) + "}"
+
+
+def create_app(env: Mapping[str, str] | None = None) -> Flask:
+    settings = Settings.from_env(DISPATCHER.name, env)
+    gateway = Gateway(settings, Client(settings.http_timeout, settings.http_retries))
+    app = create_base_app(settings, __name__)
+    app.extensions["dispatcher"] = gateway
+    app.register_blueprint(page)
+
+    def accepted(order_id: str) -> Response:
+        response = jsonify(orderId=order_id, status="accepted")
+        response.status_code = 202
+        response.headers["Location"] = url_for("order_status", order_id=order_id)
+        return response
+
+    @app.post("/order")
+    def legacy_order() -> Response:
+        """The original form post: form-encoded or JSON."""
+        if request.mimetype in FORM_TYPES:
+            values = {
+                k: v for k, v in request.form.items() if k in ("product", "quantity", "unitPrice")
+            }
+            browser = (
+                request.accept_mimetypes.best_match(["application/json", "text/html"])
+                == "text/html"
+            )
+            try:
+                command = parse_place_order(values)
+                order_id = gateway.place_order(command, request.headers.get("Idempotency-Key"))
+            except ValidationError as exc:
+                if browser:
+                    return form_response(values, None, exc.errors)
+                return validation_problem(exc)
+            return form_response(values, order_id, None) if browser else accepted(order_id)
+        if request.is_json:
+            command = parse_place_order(read_json_body())
+            return accepted(gateway.place_order(command, request.headers.get("Idempotency-Key")))
+        raise UnsupportedMediaType()
+
+    @app.get("/order/orders")
+    def legacy_totals_route() -> Response:
+        return Response(legacy_totals(gateway.stats()), mimetype="application/json")
+
+    @app.post("/api/orders")
+    def api_orders() -> Response:
+        command = parse_place_order(read_json_body())
+        return accepted(gateway.place_order(command, request.headers.get("Idempotency-Key")))
+
+    @app.get("/api/orders/<order_id>")
+    def order_status(order_id: str) -> Response:
+        return jsonify(gateway.order_status(parse_order_id(order_id)))
+
+    @app.get("/api/stats")
+    def api_stats() -> Response:
+        return jsonify(gateway.stats())
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return Response(OPENAPI.read_bytes(), mimetype="application/json")
+
+    return app

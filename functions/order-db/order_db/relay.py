@@ -1,0 +1,113 @@
+"""Relays the outbox to K_SINK: at least once, with bounded exponential backoff; parks refusals."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from cloudevents.core.base import BaseCloudEvent
+from cqrs_common import events
+from cqrs_common.cloudevents_io import RejectedEventError, new_event
+from cqrs_common.http import UpstreamError
+from cqrs_common.roles import ORDER_DB
+from cqrs_common.web import DRAINING, StoreUnavailableError
+
+from order_db.store import OrderStore, OutboxRow
+
+logger = logging.getLogger(__name__)
+
+BATCH = 50
+LEASE_SECONDS = 30.0
+MAX_ATTEMPTS = 50  # with a 60 s ceiling, about 45 minutes of trying before a row is parked
+
+
+def backoff(attempts: int, base: float, ceiling: float) -> float:
+    """Delay before attempt `attempts + 1`: exponential, capped, with jitter so relays spread."""
+    delay = min(ceiling, base * (2**attempts))
+    return delay * random.uniform(0.5, 1.0)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: OrderStore,
+        publish: Callable[[BaseCloudEvent], None],
+        base_delay: float,
+        max_delay: float,
+        poll_interval: float,
+    ) -> None:
+        self.store = store
+        self.publish = publish
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.poll_interval = poll_interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def relay_due(self) -> dict[str, int]:
+        """Send every row that is due now; returns how many were sent, delayed and parked."""
+        counts = {"sent": 0, "delayed": 0, "parked": 0}
+        while True:
+            rows = self.store.claim_due(BATCH, LEASE_SECONDS)
+            for row in rows:
+                counts[self._send(row)] += 1
+            if len(rows) < BATCH:
+                return counts
+
+    def _send(self, row: OutboxRow) -> str:
+        event = new_event(
+            row.event_type, events.source(ORDER_DB.name), row.subject, row.data, row.event_id
+        )
+        fields = {
+            "ce_id": row.event_id,
+            "ce_type": row.event_type,
+            "subject": row.subject,
+            "outbox_id": row.id,
+            "attempts": row.attempts + 1,
+        }
+        try:
+            self.publish(event)
+        except RejectedEventError as exc:
+            self.store.park(row.id, str(exc))
+            logger.error("outbox row parked: %s", exc, extra={**fields, "reason": str(exc)})
+            return "parked"
+        except UpstreamError as exc:
+            if row.attempts + 1 >= MAX_ATTEMPTS:
+                reason = f"gave up after {row.attempts + 1} attempts: {exc}"
+                self.store.park(row.id, reason)
+                logger.error("outbox row parked: %s", reason, extra={**fields, "reason": reason})
+                return "parked"
+            delay = backoff(row.attempts, self.base_delay, self.max_delay)
+            self.store.mark_failed(row.id, str(exc), time.time() + delay)
+            logger.warning("delivery failed, next try in %.1fs: %s", delay, exc, extra=fields)
+            return "delayed"
+        self.store.mark_sent(row.id)
+        return "sent"
+
+    # -- background loop ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not DRAINING.is_set():
+            try:
+                self.relay_due()
+            except StoreUnavailableError as exc:
+                logger.warning("outbox relay paused: %s", exc)
+            except Exception:  # the loop must survive anything, or the outbox stalls silently
+                logger.exception("outbox relay pass failed")
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()

@@ -1,0 +1,231 @@
+"""The write store: the order log and its transactional outbox."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from cqrs_common import events
+from cqrs_common.db import Database
+from cqrs_common.domain import Order, now_iso
+
+SCHEMA = {
+    "sqlite": [
+        """CREATE TABLE IF NOT EXISTS orders (
+            sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+            order_id TEXT NOT NULL UNIQUE,
+            product TEXT NOT NULL,
+            quantity INTEGER NOT NULL,
+            unit_price TEXT NOT NULL,
+            placed_at TEXT NOT NULL,
+            recorded_at TEXT NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            claim TEXT,
+            last_error TEXT,
+            created_at TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at)",
+    ],
+    "postgresql": [
+        """CREATE TABLE IF NOT EXISTS orders (
+            sequence BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            order_id TEXT NOT NULL UNIQUE,
+            product TEXT NOT NULL,
+            quantity INTEGER NOT NULL,
+            unit_price NUMERIC(14, 2) NOT NULL,
+            placed_at TEXT NOT NULL,
+            recorded_at TEXT NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS outbox (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at DOUBLE PRECISION NOT NULL,
+            claim TEXT,
+            last_error TEXT,
+            created_at TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at)",
+    ],
+}
+
+PENDING, PARKED = "pending", "parked"
+INSERT_ORDER = """
+    INSERT INTO orders (order_id, product, quantity, unit_price, placed_at, recorded_at)
+    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING RETURNING sequence"""
+_ORDER_COLUMNS = "sequence, order_id, product, quantity, unit_price, placed_at"
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    event_type: str
+    subject: str
+    data: dict[str, Any]
+    attempts: int
+
+
+def _order(row: tuple[Any, ...]) -> tuple[Order, int]:
+    sequence, order_id, product, quantity, unit_price, placed_at = row
+    return Order(order_id, product, int(quantity), Decimal(str(unit_price)), placed_at), int(
+        sequence
+    )
+
+
+class OrderStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record(self, order: Order) -> tuple[int, bool]:
+        """Append the order and its `order.recorded` outbox row in one transaction.
+
+        Returns (sequence, created); an order id seen before changes nothing (created False).
+        """
+        with self.db.transaction() as tx:
+            row = tx.execute(
+                INSERT_ORDER,
+                (
+                    order.order_id,
+                    order.product,
+                    order.quantity,
+                    str(order.unit_price),
+                    order.placed_at,
+                    now_iso(),
+                ),
+            ).fetchone()
+            if row is None:
+                existing = tx.execute(
+                    "SELECT sequence FROM orders WHERE order_id = ?", (order.order_id,)
+                ).fetchone()
+                return int(existing[0]), False
+            sequence = int(row[0])
+            tx.execute(
+                "INSERT INTO outbox (event_id, event_type, subject, payload, next_attempt_at,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    str(uuid.uuid4()),
+                    events.ORDER_RECORDED,
+                    order.order_id,
+                    json.dumps(events.recorded_to_data(order, sequence)),
+                    0.0,
+                    now_iso(),
+                ),
+            )
+            return sequence, True
+
+    def get(self, order_id: str) -> tuple[Order, int] | None:
+        with self.db.read() as tx:
+            row = tx.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = ?", (order_id,)
+            ).fetchone()
+        return _order(row) if row else None
+
+    def page(self, after: int, limit: int) -> list[tuple[Order, int]]:
+        """Orders in log order after `after` (a sequence), for replay."""
+        with self.db.read() as tx:
+            rows = tx.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [_order(row) for row in rows]
+
+    def count(self) -> int:
+        with self.db.read() as tx:
+            return int(tx.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    def claim_due(self, limit: int, lease_seconds: float) -> list[OutboxRow]:
+        """Take up to `limit` due rows for this relay; another relay sees them only after the lease.
+
+        The outer `next_attempt_at <= now` is re-checked on a row another transaction just
+        claimed (PostgreSQL re-evaluates it on the newest version), so no row is claimed twice.
+        """
+        now = time.time()
+        token = uuid.uuid4().hex
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE outbox SET claim = ?, next_attempt_at = ?"
+                " WHERE status = 'pending' AND next_attempt_at <= ? AND id IN ("
+                "  SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+                "  ORDER BY id LIMIT ?)",
+                (token, now + lease_seconds, now, now, limit),
+            )
+            rows = tx.execute(
+                "SELECT id, event_id, event_type, subject, payload, attempts FROM outbox"
+                " WHERE claim = ? AND status = 'pending' ORDER BY id",
+                (token,),
+            ).fetchall()
+        return [OutboxRow(int(r[0]), r[1], r[2], r[3], json.loads(r[4]), int(r[5])) for r in rows]
+
+    def mark_sent(self, row_id: int) -> None:
+        # The order log is the record; a sent outbox row has done its job.
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+
+    def mark_failed(self, row_id: int, error: str, retry_at: float) -> None:
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
+                " claim = NULL WHERE id = ?",
+                (retry_at, error[:500], row_id),
+            )
+
+    def park(self, row_id: int, reason: str) -> None:
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE outbox SET status = 'parked', attempts = attempts + 1, last_error = ?,"
+                " claim = NULL WHERE id = ?",
+                (reason[:500], row_id),
+            )
+
+    def retry(self, row_id: int) -> bool:
+        """Put a parked row back in the queue (by hand, once its cause is fixed)."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = 0,"
+                " claim = NULL WHERE id = ? AND status = 'parked'",
+                (row_id,),
+            )
+            return tx.rowcount == 1
+
+    def outbox(self, status: str, limit: int = 100) -> list[dict[str, Any]]:
+        with self.db.read() as tx:
+            rows = tx.execute(
+                "SELECT id, event_id, event_type, subject, attempts, next_attempt_at, last_error,"
+                " created_at FROM outbox WHERE status = ? ORDER BY id LIMIT ?",
+                (status, limit),
+            ).fetchall()
+        return [
+            {
+                "id": int(r[0]),
+                "eventId": r[1],
+                "type": r[2],
+                "subject": r[3],
+                "attempts": int(r[4]),
+                "nextAttemptAt": float(r[5]),
+                "lastError": r[6],
+                "createdAt": r[7],
+                "status": status,
+            }
+            for r in rows
+        ]
+
+    def outbox_counts(self) -> dict[str, int]:
+        with self.db.read() as tx:
+            rows = tx.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall()
+        return {PENDING: 0, PARKED: 0, **{r[0]: int(r[1]) for r in rows}}

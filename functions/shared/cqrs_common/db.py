@@ -1,0 +1,179 @@
+"""One small storage adapter over SQLite (one machine) and PostgreSQL (a cluster).
+
+Queries are written once with `?` placeholders; PostgreSQL gets them as `%s`. Each thread holds
+its own connection, so gunicorn's threads never share one. A failure to reach or commit to the
+store becomes StoreUnavailableError (answered 503, so senders retry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from cqrs_common.web import StoreUnavailableError
+
+logger = logging.getLogger(__name__)
+
+# Taken by every process creating the schema on PostgreSQL, so replicas starting together
+# do not race on CREATE TABLE IF NOT EXISTS.
+_SCHEMA_LOCK_KEY = 0x63717273
+
+
+class Transaction:
+    def __init__(self, cursor: Any, dialect: str) -> None:
+        self._cursor = cursor
+        self.dialect = dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Transaction:
+        if self.dialect == "postgresql":
+            sql = sql.replace("?", "%s")
+        self._cursor.execute(sql, tuple(params))
+        return self
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._cursor.fetchall()
+
+
+class Database:
+    """Connections, transactions and the schema of one store, named by a DATABASE_URL."""
+
+    def __init__(self, url: str, schema: Mapping[str, Sequence[str]]) -> None:
+        if url.startswith("sqlite:///"):
+            self.dialect = "sqlite"
+            self.path = url.removeprefix("sqlite:///")
+        elif url.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgresql"
+            self.path = url
+        else:
+            raise ValueError("DATABASE_URL must start with sqlite:/// or postgresql://")
+        self.url = url
+        self._schema = schema[self.dialect]
+        self._local = threading.local()
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self.dialect == "sqlite":
+            if os.path.dirname(self.path):
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            # WAL lets readers run beside the writer; FULL makes each commit survive power loss,
+            # which is what "answers 2xx only after the effect is durable" asks for.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            return conn
+        import psycopg  # only the PostgreSQL deployments pay for the import
+
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or (self.dialect == "postgresql" and conn.closed):
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            # closing a broken connection may fail too; it is gone either way
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _store_errors(self) -> tuple[type[BaseException], ...]:
+        if self.dialect == "sqlite":
+            return (sqlite3.OperationalError, sqlite3.DatabaseError)
+        import psycopg
+
+        return (psycopg.OperationalError, psycopg.InterfaceError)
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One atomic unit: everything in the block commits together or not at all."""
+        if not self._schema_ready:
+            self.ensure_schema()
+        with self._raw_transaction() as tx:
+            yield tx
+
+    @contextmanager
+    def _raw_transaction(self) -> Iterator[Transaction]:
+        errors = self._store_errors()
+        try:
+            conn = self._connection()
+            if self.dialect == "sqlite":
+                # IMMEDIATE takes the write lock up front: no upgrade deadlock between threads.
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Transaction(conn.cursor(), self.dialect)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            else:
+                with conn.transaction(), conn.cursor() as cursor:
+                    yield Transaction(cursor, self.dialect)
+        except errors as exc:
+            self._drop_connection()
+            raise StoreUnavailableError(f"{self.dialect} store: {exc}") from None
+
+    @contextmanager
+    def read(self) -> Iterator[Transaction]:
+        """A read-only snapshot (no write lock on SQLite)."""
+        if not self._schema_ready:
+            self.ensure_schema()
+        errors = self._store_errors()
+        try:
+            conn = self._connection()
+            if self.dialect == "sqlite":
+                conn.execute("BEGIN")
+                try:
+                    yield Transaction(conn.cursor(), self.dialect)
+                finally:
+                    conn.execute("COMMIT")
+            else:
+                with conn.transaction(), conn.cursor() as cursor:
+                    yield Transaction(cursor, self.dialect)
+        except errors as exc:
+            self._drop_connection()
+            raise StoreUnavailableError(f"{self.dialect} store: {exc}") from None
+
+    def ensure_schema(self) -> None:
+        """Create the tables if they are missing; safe to run from every process at start."""
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            with self._raw_transaction() as tx:
+                if self.dialect == "postgresql":
+                    tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_KEY,))
+                for statement in self._schema:
+                    tx.execute(statement)
+            self._schema_ready = True
+
+    def ping(self) -> None:
+        """Raise StoreUnavailableError unless the store answers (readiness)."""
+        with self.read() as tx:
+            tx.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        self._drop_connection()

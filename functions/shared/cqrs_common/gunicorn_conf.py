@@ -1,0 +1,58 @@
+"""gunicorn settings for every role, in the container and under `make run` alike.
+
+One worker process with 8 threads: the roles spend their time waiting on HTTP and the store,
+so threads give concurrency without a process (and its memory) per request; Knative's
+containerConcurrency is 8 to match, and it scales out with more pods instead of more workers.
+"""
+
+import os
+import signal
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+worker_class = "gthread"
+# No worker timeout (Knative's own request timeout applies), as the Knative Python samples do.
+timeout = 0
+# In-flight requests get this long after SIGTERM, inside Kubernetes' 30 s grace period.
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))
+# Longer than the idle timeout of queue-proxy and Envoy, so they close idle connections first.
+keepalive = 75
+accesslog = None  # each role logs one JSON line per request itself
+errorlog = "-"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "cqrs_common.logging.JsonFormatter",
+            "role": os.environ.get("K_SERVICE", os.environ.get("CQRS_ROLE", "gunicorn")),
+        }
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stdout",
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": "INFO"},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+    },
+}
+
+
+def post_worker_init(worker) -> None:
+    """On SIGTERM, turn not-ready first; gunicorn then finishes in-flight requests and exits."""
+    from cqrs_common.web import DRAINING
+
+    stop = signal.getsignal(signal.SIGTERM)
+
+    def drain(signum: int, frame) -> None:
+        DRAINING.set()
+        if callable(stop):
+            stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, drain)

@@ -1,0 +1,247 @@
+"""All six roles on one machine under gunicorn, restarted when they die: what `make run` starts.
+
+The tests and benchmarks start the same stack on free ports with throwaway stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import requests
+
+from cqrs_common.roles import (
+    COMMAND_ORDER,
+    ORDER_DB,
+    PROCESS_DATA,
+    QUERY_ORDER,
+    ROLES,
+    ROLES_BY_NAME,
+    STATS_ORDER_DB,
+)
+
+FUNCTIONS = Path(__file__).resolve().parents[2]
+# Where each producer's events go: the direct wiring of the contract.
+SINKS = {
+    COMMAND_ORDER.name: ORDER_DB,
+    ORDER_DB.name: PROCESS_DATA,
+    PROCESS_DATA.name: STATS_ORDER_DB,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    """Six gunicorn processes wired to each other on loopback."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        ports: dict[str, int] | None = None,
+        database_urls: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        supervise: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.ports = ports or {role.name: role.port for role in ROLES}
+        self.database_urls = {
+            ORDER_DB.name: f"sqlite:///{self.data_dir / 'orders.sqlite3'}",
+            STATS_ORDER_DB.name: f"sqlite:///{self.data_dir / 'stats.sqlite3'}",
+            **(database_urls or {}),
+        }
+        self.extra_env = extra_env or {}
+        self.log_dir = log_dir
+        self.supervise = supervise
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, int] = {role.name: 0 for role in ROLES}
+        self._logs: dict[str, IO[bytes]] = {}
+        self._stopping = threading.Event()
+        self._paused: set[str] = set()
+        self._lock = threading.RLock()
+        self._watcher: threading.Thread | None = None
+
+    def url(self, role: str) -> str:
+        return f"http://127.0.0.1:{self.ports[role]}"
+
+    def env_for(self, role: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(FUNCTIONS / "shared")] + [str(FUNCTIONS / r.name) for r in ROLES]
+            ),
+            "PYTHONUNBUFFERED": "1",
+            "CQRS_ROLE": role,
+            "PORT": str(self.ports[role]),
+            "COMMAND_ORDER_URL": self.url(COMMAND_ORDER.name),
+            "QUERY_ORDER_URL": self.url(QUERY_ORDER.name),
+            "STATS_DB_URL": self.url(STATS_ORDER_DB.name),
+            "ORDER_DB_URL": self.url(ORDER_DB.name),
+            **self.extra_env,
+        }
+        env.pop("K_SINK", None)
+        env.pop("DATABASE_URL", None)
+        if role in SINKS:
+            env["K_SINK"] = self.url(SINKS[role].name)
+        if role in self.database_urls:
+            env["DATABASE_URL"] = self.database_urls[role]
+        return env
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def spawn(self, role: str) -> None:
+        package = ROLES_BY_NAME[role].package
+        command = [
+            sys.executable, "-m", "gunicorn",
+            "-c", "python:cqrs_common.gunicorn_conf",
+            f"{package}:create_app()",
+        ]  # fmt: skip
+        output: IO[bytes] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = self._logs.get(role) or open(self.log_dir / f"{role}.log", "ab")  # noqa: SIM115
+            self._logs[role] = output
+        with self._lock:
+            # Its own process group, so a kill reaches the master and its workers alike.
+            self.processes[role] = subprocess.Popen(
+                command, env=self.env_for(role), stdout=output, stderr=output,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def start(self, timeout: float = 60.0) -> Stack:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for role in ROLES:
+            self.spawn(role.name)
+        self.wait_ready(timeout=timeout)
+        if self.supervise:
+            self._watcher = threading.Thread(target=self._watch, name="stack-watch", daemon=True)
+            self._watcher.start()
+        return self
+
+    def wait_ready(self, roles: list[str] | None = None, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for role in roles or [r.name for r in ROLES]:
+            while True:
+                try:
+                    if requests.get(f"{self.url(role)}/readyz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                process = self.processes.get(role)
+                if process is not None and process.poll() is not None and not self.supervise:
+                    raise RuntimeError(f"{role} exited with {process.returncode} while starting")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{role} not ready after {timeout:.0f}s")
+                time.sleep(0.05)
+
+    def _watch(self) -> None:
+        """Restart a role whose process died, as Kubernetes restarts a pod."""
+        while not self._stopping.wait(0.2):
+            with self._lock:
+                for role, process in list(self.processes.items()):
+                    if role in self._paused or process.poll() is None:
+                        continue
+                    self.restarts[role] += 1
+                    print(f"stack: {role} exited ({process.returncode}); restarting", flush=True)
+                    self.spawn(role)
+
+    def signal(self, role: str, signum: int = signal.SIGKILL) -> None:
+        """Send a signal to every process of a role (gunicorn master and workers)."""
+        with self._lock:
+            process = self.processes[role]
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                os.killpg(process.pid, signum)
+
+    def stop_role(self, role: str, timeout: float = 30.0) -> None:
+        """Stop a role and keep it stopped until `resume_role`."""
+        with self._lock:
+            self._paused.add(role)
+        self.signal(role, signal.SIGTERM)
+        self._reap(role, timeout)
+
+    def resume_role(self, role: str, wait: bool = True) -> None:
+        with self._lock:
+            self._paused.discard(role)
+            if self.processes[role].poll() is not None:
+                self.spawn(role)
+        if wait:
+            self.wait_ready([role])
+
+    def _reap(self, role: str, timeout: float) -> None:
+        process = self.processes[role]
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(role, signal.SIGKILL)
+            process.wait(5)
+        # Workers of a killed master notice and exit on their own; wait for the group to go.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join()
+        with self._lock:
+            for role in self.processes:
+                self.signal(role, signal.SIGTERM)
+            for role in self.processes:
+                self._reap(role, timeout)
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", default="var", help="where the two SQLite stores live")
+    args = parser.parse_args(argv)
+    urls = {
+        name: os.environ[var]
+        for name, var in ((ORDER_DB.name, "ORDER_DB_DATABASE_URL"),
+                          (STATS_ORDER_DB.name, "STATS_DB_DATABASE_URL"))
+        if os.environ.get(var)
+    }  # fmt: skip
+    stack = Stack(Path(args.data_dir), database_urls=urls)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        stack.start()
+        print(f"stack: all six roles ready; open {stack.url('dispatcher')}/order", flush=True)
+        for role in ROLES:
+            print(f"stack:   {role.service:<22} {stack.url(role.name)}", flush=True)
+        print("stack: Ctrl-C stops them all", flush=True)
+        stopping.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stack: stopping", flush=True)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""What every role's app has: problem+json errors, health, request logs, body limit, draining."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from cqrs_common import logging as json_logging
+from cqrs_common.cloudevents_io import BadEventError, event_log_fields, read_event
+from cqrs_common.config import Settings
+from cqrs_common.domain import ValidationError
+from cqrs_common.http import UpstreamError
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+PROBLEM_JSON = "application/problem+json"
+VALIDATION_PROBLEM = "urn:cqrs:problem:validation"
+BAD_EVENT_PROBLEM = "urn:cqrs:problem:bad-event"
+UNAVAILABLE_PROBLEM = "urn:cqrs:problem:unavailable"
+
+# Set when the process is asked to stop (SIGTERM): /readyz turns 503 so no new work comes in
+# while in-flight requests finish. gunicorn_conf sets it from the worker's signal handler.
+DRAINING = threading.Event()
+
+
+class StoreUnavailableError(Exception):
+    """The store could not commit; answered 503 so the sender (or broker) retries."""
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    type_: str = "about:blank",
+    invalid_params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if invalid_params:
+        body["invalid-params"] = [{"name": k, "reason": v} for k, v in invalid_params.items()]
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def validation_problem(exc: ValidationError) -> Response:
+    detail = "; ".join(f"{field} {reason}" for field, reason in exc.errors.items())
+    return problem(
+        400, "Invalid request", detail, type_=VALIDATION_PROBLEM, invalid_params=exc.errors
+    )
+
+
+def read_json_body() -> Any:
+    """The request's JSON body with numbers kept exact (decimals, never floats)."""
+    if not request.is_json:
+        raise UnsupportedMediaType()
+    try:
+        return json.loads(request.get_data(cache=True), parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError("body", "is not valid JSON") from None
+
+
+class UnsupportedMediaType(Exception):
+    """The body's content type is not one this route takes (415)."""
+
+
+def incoming_event():
+    """The CloudEvent of the current request; its attributes go on the request's log line."""
+    event = read_event(dict(request.headers), request.get_data(cache=True))
+    g.log_fields = event_log_fields(event)
+    return event
+
+
+def create_base_app(
+    settings: Settings,
+    import_name: str,
+    ready: Callable[[], None] | None = None,
+) -> Flask:
+    """A Flask app with the routes and handlers every role shares.
+
+    `ready` raises when the role cannot serve (its store unreachable); /readyz then answers 503.
+    """
+    json_logging.configure(settings.role, settings.log_level)
+    app = Flask(import_name)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["SETTINGS"] = settings
+    access = logging.getLogger(f"cqrs.{settings.role}.access")
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _log_request(response: Response) -> Response:
+        if request.path in ("/healthz", "/readyz") and response.status_code == 200:
+            return response  # probes every few seconds would drown the log
+        fields: dict[str, Any] = {
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round(
+                (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
+            ),
+            "traceparent": request.headers.get("traceparent"),
+            **g.get("log_fields", {}),
+        }
+        access.info("%s %s %s", request.method, request.path, response.status_code, extra=fields)
+        return response
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response('{"status":"alive"}', mimetype="application/json")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        if DRAINING.is_set():
+            return problem(503, "Shutting down", type_=UNAVAILABLE_PROBLEM)
+        if ready is not None:
+            try:
+                ready()
+            except Exception as exc:  # any failure of the check means "not ready", with why
+                return problem(503, "Not ready", str(exc), type_=UNAVAILABLE_PROBLEM)
+        return Response('{"status":"ready"}', mimetype="application/json")
+
+    @app.errorhandler(ValidationError)
+    def _invalid(exc: ValidationError) -> Response:
+        return validation_problem(exc)
+
+    @app.errorhandler(BadEventError)
+    def _bad_event(exc: BadEventError) -> Response:
+        logger.warning("refused event: %s", exc, extra=g.get("log_fields", {}))
+        return problem(400, "Bad CloudEvent", str(exc), type_=BAD_EVENT_PROBLEM)
+
+    @app.errorhandler(UnsupportedMediaType)
+    def _unsupported(exc: UnsupportedMediaType) -> Response:
+        return problem(415, "Unsupported Media Type", "send application/json")
+
+    @app.errorhandler(UpstreamError)
+    def _upstream(exc: UpstreamError) -> Response:
+        logger.warning("upstream unavailable: %s", exc)
+        return problem(
+            503,
+            "Service Unavailable",
+            f"a dependency is unavailable ({exc.detail}); try again",
+            type_=UNAVAILABLE_PROBLEM,
+            headers={"Retry-After": "1"},
+        )
+
+    @app.errorhandler(StoreUnavailableError)
+    def _store(exc: StoreUnavailableError) -> Response:
+        logger.warning("store unavailable: %s", exc)
+        return problem(
+            503,
+            "Store unavailable",
+            str(exc),
+            type_=UNAVAILABLE_PROBLEM,
+            headers={"Retry-After": "1"},
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        detail = exc.description
+        if status == 413:
+            detail = f"the body is larger than {MAX_BODY_BYTES // 1024} KiB"
+        allowed = getattr(exc, "valid_methods", None)
+        headers = {"Allow": ", ".join(allowed)} if status == 405 and allowed else None
+        return problem(status, exc.name, detail, headers=headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        logger.exception("unexpected error on %s %s", request.method, request.path)
+        return problem(500, "Internal Server Error", "unexpected error; it has been logged")
+
+    return app
