@@ -48,4 +48,21 @@ test: venv
 # --- end cluster ---
 
 # --- tekton (issue 5) ---
+# make pipeline DOCKER_USER=<Docker Hub user or org> [REPO_URL=..] [REVISION=..] [TAG=..]
+# [OVERLAY=direct|eventing]; PIPELINE_DRY_RUN=1 prints the PipelineRun instead.
+# The cluster clones REPO_URL, so REVISION must be pushed there. See docs/tekton.md.
+REPO_URL ?= $(shell git remote get-url origin 2>/dev/null)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+OVERLAY ?= direct
+
+.PHONY: pipeline
+pipeline: venv
+	@$(PY) tekton/scripts/pipelinerun.py --repo-url '$(REPO_URL)' --revision '$(REVISION)' \
+	  --docker-user '$(DOCKER_USER)' --tag '$(TAG)' --overlay '$(OVERLAY)' \
+	  $(if $(filter-out 0,$(PIPELINE_DRY_RUN)),--dry-run)
+
+.PHONY: tekton-lint
+tekton-lint: venv
+	$(PY) -m pytest tests/tekton -q
 # --- end tekton ---
