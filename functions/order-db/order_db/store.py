@@ -96,6 +96,12 @@ class OrderStore:
         Returns (sequence, created); an order id seen before changes nothing (created False).
         """
         with self.db.transaction() as tx:
+            # Look first: a duplicate then costs no sequence number (a failed INSERT would).
+            existing = tx.execute(
+                "SELECT sequence FROM orders WHERE order_id = ?", (order.order_id,)
+            ).fetchone()
+            if existing is not None:
+                return int(existing[0]), False
             row = tx.execute(
                 INSERT_ORDER,
                 (
@@ -107,7 +113,7 @@ class OrderStore:
                     now_iso(),
                 ),
             ).fetchone()
-            if row is None:
+            if row is None:  # a concurrent writer on PostgreSQL stored it between our two steps
                 existing = tx.execute(
                     "SELECT sequence FROM orders WHERE order_id = ?", (order.order_id,)
                 ).fetchone()

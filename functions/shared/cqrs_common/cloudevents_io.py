@@ -36,7 +36,8 @@ RETRYABLE_4XX = frozenset({404, 408, 409, 429})
 
 def read_event(headers: dict[str, str], body: bytes) -> BaseCloudEvent:
     """Parse a CloudEvent from HTTP; raises BadEventError for anything malformed."""
-    if not any(k.lower().startswith("ce-") for k in headers) and not headers.get(
+    headers = {name.lower(): value for name, value in headers.items()}
+    if not any(name.startswith("ce-") for name in headers) and not headers.get(
         "content-type", ""
     ).startswith("application/cloudevents"):
         raise BadEventError("not a CloudEvent: no ce- headers and not application/cloudevents+json")

@@ -5,6 +5,7 @@ Pure functions and frozen dataclasses only: no Flask, no storage, no HTTP.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,7 +96,7 @@ def parse_quantity(value: Any) -> int:
             raise ValidationError("quantity", message)
         value = int(text)
     elif isinstance(value, (float, Decimal)):
-        if not value.is_finite() or value != int(value):
+        if not math.isfinite(value) or value != int(value):
             raise ValidationError("quantity", message)
         value = int(value)
     elif not isinstance(value, int):

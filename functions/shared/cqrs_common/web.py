@@ -109,6 +109,7 @@ def create_base_app(
         if request.path in ("/healthz", "/readyz") and response.status_code == 200:
             return response  # probes every few seconds would drown the log
         fields: dict[str, Any] = {
+            "role": settings.role,
             "method": request.method,
             "path": request.path,
             "status": response.status_code,

@@ -1,0 +1,153 @@
+"""The two stores, written once and run against SQLite and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+from cqrs_common.db import Database
+from cqrs_common.domain import Order, StatsDelta
+from cqrs_common.web import StoreUnavailableError
+from order_db.store import SCHEMA as ORDER_SCHEMA
+from order_db.store import OrderStore
+from stats_order_db.store import SCHEMA as STATS_SCHEMA
+from stats_order_db.store import StatsStore
+
+
+def order(n: int, product: str = "apple", quantity: int = 1, price: str = "0.10") -> Order:
+    return Order(f"o-{n}", product, quantity, Decimal(price), "2026-11-26T06:00:00.000Z")
+
+
+@pytest.fixture
+def orders(database_url: str) -> OrderStore:
+    return OrderStore(Database(database_url, ORDER_SCHEMA))
+
+
+@pytest.fixture
+def stats(database_url: str) -> StatsStore:
+    return StatsStore(Database(database_url, STATS_SCHEMA))
+
+
+def test_schema_creation_is_idempotent(database_url: str) -> None:
+    for _ in range(2):
+        Database(database_url, ORDER_SCHEMA).ensure_schema()
+        Database(database_url, STATS_SCHEMA).ensure_schema()
+
+
+def test_an_order_and_its_outbox_row_are_stored_together_once(orders: OrderStore) -> None:
+    assert orders.record(order(1)) == (1, True)
+    assert orders.record(order(1)) == (1, False)
+    assert orders.record(order(2)) == (2, True)
+    assert orders.count() == 2
+    assert orders.outbox_counts() == {"pending": 2, "parked": 0}
+    stored, sequence = orders.get("o-1")  # type: ignore[misc]
+    assert (stored, sequence) == (order(1), 1)
+    assert stored.unit_price == Decimal("0.10")
+
+
+def test_orders_survive_a_new_connection(database_url: str) -> None:
+    OrderStore(Database(database_url, ORDER_SCHEMA)).record(order(1, price="999999.99"))
+    again = OrderStore(Database(database_url, ORDER_SCHEMA))
+    assert again.get("o-1")[0].unit_price == Decimal("999999.99")  # type: ignore[index]
+
+
+def test_the_log_is_read_in_pages(orders: OrderStore) -> None:
+    for n in range(5):
+        orders.record(order(n))
+    first = orders.page(0, 2)
+    assert [seq for _, seq in first] == [1, 2]
+    assert [seq for _, seq in orders.page(2, 10)] == [3, 4, 5]
+    assert orders.page(5, 10) == []
+
+
+def test_a_claimed_row_is_not_claimed_again_until_its_lease_ends(orders: OrderStore) -> None:
+    orders.record(order(1))
+    first = orders.claim_due(10, lease_seconds=60)
+    assert [row.subject for row in first] == ["o-1"]
+    assert first[0].data["sequence"] == 1 and first[0].data["unitPrice"] == "0.10"
+    assert orders.claim_due(10, lease_seconds=60) == []
+    orders.mark_failed(first[0].id, "boom", retry_at=0)
+    again = orders.claim_due(10, lease_seconds=60)
+    assert again[0].attempts == 1
+    orders.mark_sent(again[0].id)
+    assert orders.outbox_counts() == {"pending": 0, "parked": 0}
+
+
+def test_concurrent_relays_never_claim_the_same_row(orders: OrderStore) -> None:
+    for n in range(200):
+        orders.record(order(n))
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claim() -> None:
+        while rows := orders.claim_due(7, lease_seconds=60):
+            with lock:
+                claimed.extend(row.id for row in rows)
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(set(claimed))
+    assert len(claimed) == 200
+
+
+def test_parked_rows_wait_for_a_hand(orders: OrderStore) -> None:
+    orders.record(order(1))
+    row = orders.claim_due(10, 60)[0]
+    orders.park(row.id, "refused with 400: bad")
+    assert orders.claim_due(10, 0) == []
+    assert orders.outbox("parked")[0]["lastError"] == "refused with 400: bad"
+    assert orders.retry(row.id) is True
+    assert orders.retry(row.id) is False
+    assert [r.id for r in orders.claim_due(10, 60)] == [row.id]
+
+
+def test_a_delta_is_applied_exactly_once(stats: StatsStore) -> None:
+    delta = StatsDelta("o-1", "pear", 2, Decimal("0.70"))
+    assert stats.apply(delta) is True
+    assert stats.apply(delta) is False
+    assert stats.is_applied("o-1") and not stats.is_applied("o-2")
+    totals = stats.totals()
+    assert totals["products"]["pear"] == {"quantity": 2, "totalPrice": "0.70"}
+    assert totals["products"]["apple"] == {"quantity": 0, "totalPrice": "0.00"}
+    assert totals["ordersCounted"] == 1
+    assert totals["updatedAt"]
+
+
+def test_money_adds_up_exactly_at_any_size(stats: StatsStore) -> None:
+    for n in range(3):
+        stats.apply(StatsDelta(f"dime-{n}", "apple", 1, Decimal("0.10")))
+    assert stats.totals()["products"]["apple"]["totalPrice"] == "0.30"
+    big = Decimal("1000000000000.00")  # a million of them at a million each
+    for n in range(3):
+        stats.apply(StatsDelta(f"big-{n}", "pear", 1_000_000, big))
+    assert stats.totals()["products"]["pear"] == {
+        "quantity": 3_000_000, "totalPrice": "3000000000000.00",
+    }  # fmt: skip
+
+
+def test_concurrent_duplicate_deliveries_count_once(stats: StatsStore) -> None:
+    deltas = [StatsDelta(f"o-{n}", "apple", 1, Decimal("0.01")) for n in range(100)]
+
+    def deliver() -> None:
+        for delta in deltas:
+            stats.apply(delta)
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stats.totals()["products"]["apple"] == {"quantity": 100, "totalPrice": "1.00"}
+    assert stats.totals()["ordersCounted"] == 100
+
+
+def test_an_unreachable_store_is_unavailable_not_a_crash() -> None:
+    db = Database("postgresql://nobody@127.0.0.1:1/none", ORDER_SCHEMA)
+    with pytest.raises(StoreUnavailableError):
+        db.ping()
+    with pytest.raises(ValueError):
+        Database("mysql://x", ORDER_SCHEMA)
