@@ -83,10 +83,18 @@ kubectl kustomize "$work" >"$rendered"
 
 for ref in "${pinned[@]}"; do
   if ! grep -qF "image: $ref" "$rendered"; then
-    echo "knative/overlays/$overlay has no image named ${ref%@*} (or ${ref##*/}); not deploying" >&2
+    repo="${ref%@*}"
+    echo "knative/overlays/$overlay has no image named ${repo##*/} (or $repo); not deploying" >&2
     exit 1
   fi
 done
+# ...and no role image may be left unpinned (a role missing from the build).
+unpinned="$(sed -nE 's/^[[:space:]-]*image: *//p' "$rendered" | sort -u |
+  grep -E '(^|/)cqrs-[^/]*$' | grep -vxF -f <(printf '%s\n' "${pinned[@]}") || true)"
+if [[ -n "$unpinned" ]]; then
+  echo "not pinned to a pushed digest, not deploying:" $unpinned >&2
+  exit 1
+fi
 
 if [[ "$dry_run" == true ]]; then
   cat "$rendered"

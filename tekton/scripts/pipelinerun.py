@@ -67,7 +67,9 @@ def _kubectl(*args: str) -> subprocess.CompletedProcess[str]:
 def check_cluster(namespace: str, pipeline: str) -> None:
     """Raise Missing with the first thing `kubectl create` would trip over."""
     if shutil.which("kubectl") is None:
-        raise Missing("kubectl is not on PATH: install it (https://kubernetes.io/docs/tasks/tools/)")
+        raise Missing(
+            "kubectl is not on PATH: install it (https://kubernetes.io/docs/tasks/tools/)"
+        )
     if _kubectl("config", "current-context").returncode != 0:
         raise Missing(
             "kubectl has no current context: point KUBECONFIG at a cluster with Tekton "

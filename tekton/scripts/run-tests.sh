@@ -20,14 +20,14 @@ if ((${#missing[@]})); then
 fi
 
 # The PostgreSQL sidecar may still be starting (its readiness probe gates the pod, but
-# not on every Tekton version): wait up to a minute for its port.
+# not on every Tekton version): wait for its port, a minute by default.
 if [[ "${TEST_DATABASE_URL:-}" == postgresql://* ]]; then
-  python3 - "$TEST_DATABASE_URL" <<'PY'
+  python3 - "$TEST_DATABASE_URL" "${DB_WAIT_SECONDS:-60}" <<'PY'
 import socket, sys, time
 from urllib.parse import urlsplit
 
 url = urlsplit(sys.argv[1])
-deadline = time.monotonic() + 60
+deadline = time.monotonic() + float(sys.argv[2])
 while True:
     try:
         socket.create_connection((url.hostname, url.port or 5432), timeout=2).close()
