@@ -40,9 +40,28 @@ lint: venv
 	$(VENV)/bin/ruff check functions tests
 	$(VENV)/bin/ruff format --check functions tests
 
+# What the tests need beyond Python packages. As root with apt-get we install it; otherwise we
+# say what to install.
+.PHONY: test-deps
+test-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make test needs Chromium at /usr/bin/chromium: sudo apt-get install chromium"; exit 1; fi; }
+	@command -v kubectl >/dev/null || { echo "make test needs kubectl (for kubectl kustomize): see https://kubernetes.io/docs/tasks/tools/"; exit 1; }
+
 .PHONY: test
-test: venv
+test: venv test-deps
 	$(PY) -m pytest
+
+.PHONY: test-unit test-integration test-browser
+test-unit: venv
+	$(PY) -m pytest tests/unit
+test-integration: venv
+	$(PY) -m pytest tests/integration
+test-browser: venv test-deps
+	$(PY) -m pytest tests/browser
 
 # --- cluster (issue 4) ---
 # --- end cluster ---

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
 from cqrs_common.roles import ROLES
 from cqrs_common.stack import Stack, free_port
 

@@ -6,6 +6,7 @@ import threading
 from decimal import Decimal
 
 import pytest
+
 from cqrs_common.db import Database
 from cqrs_common.domain import Order, StatsDelta
 from cqrs_common.web import StoreUnavailableError
@@ -70,7 +71,7 @@ def test_a_claimed_row_is_not_claimed_again_until_its_lease_ends(orders: OrderSt
     orders.mark_failed(first[0].id, "boom", retry_at=0)
     again = orders.claim_due(10, lease_seconds=60)
     assert again[0].attempts == 1
-    orders.mark_sent(again[0].id)
+    orders.mark_sent([again[0].id])
     assert orders.outbox_counts() == {"pending": 0, "parked": 0}
 
 

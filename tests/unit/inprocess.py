@@ -6,17 +6,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
+from flask import Flask
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+
 import command_order
 import dispatcher
 import order_db
 import process_data
 import query_order
-import requests
 import stats_order_db
 from cqrs_common.roles import ROLES
-from flask import Flask
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
 
 FACTORIES = {
     "dispatcher": dispatcher.create_app,

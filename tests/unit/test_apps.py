@@ -7,12 +7,12 @@ from decimal import Decimal
 
 import pytest
 from cloudevents.core.bindings.http import to_binary_event, to_structured_event
+from flask import Flask
+
 from cqrs_common import events
 from cqrs_common.cloudevents_io import new_event
 from cqrs_common.domain import Order
 from cqrs_common.web import DRAINING, MAX_BODY_BYTES
-from flask import Flask
-
 from tests.unit.inprocess import Router, relay
 
 Shop = tuple[dict[str, Flask], Router]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+
 from cqrs_common import events
 from cqrs_common.domain import (
     Order,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
+from flask import Flask, Response, jsonify, request
+
 from cqrs_common import events
 from cqrs_common.cloudevents_io import Publisher, RejectedEventError, new_event
 from cqrs_common.config import Settings
@@ -13,7 +15,6 @@ from cqrs_common.domain import Order, PlaceOrder, ValidationError, now_iso, pars
 from cqrs_common.http import Client
 from cqrs_common.roles import COMMAND_ORDER
 from cqrs_common.web import create_base_app, problem, read_json_body
-from flask import Flask, Response, jsonify, request
 
 # Order ids made from an Idempotency-Key live in their own UUID namespace.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("8f0d5a3e-6c1b-4d0e-9a57-3b1f2c4e5d60")

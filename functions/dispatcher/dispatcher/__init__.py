@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from flask import Flask, Response, jsonify, request, url_for
+
 from cqrs_common.config import Settings
 from cqrs_common.domain import (
     PRODUCTS,
@@ -24,8 +26,6 @@ from cqrs_common.web import (
     read_json_body,
     validation_problem,
 )
-from flask import Flask, Response, jsonify, request, url_for
-
 from dispatcher.page import form_response, page
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")

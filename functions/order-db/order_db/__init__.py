@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from flask import Flask, Response, jsonify, request
+
 from cqrs_common import events
 from cqrs_common.cloudevents_io import BadEventError, Publisher, event_data
 from cqrs_common.config import Settings
@@ -13,8 +15,6 @@ from cqrs_common.domain import ValidationError
 from cqrs_common.http import Client
 from cqrs_common.roles import ORDER_DB
 from cqrs_common.web import create_base_app, incoming_event, problem
-from flask import Flask, Response, jsonify, request
-
 from order_db.relay import OutboxRelay
 from order_db.store import PARKED, PENDING, SCHEMA, OrderStore
 

@@ -7,20 +7,22 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from cloudevents.core.base import BaseCloudEvent
+
 from cqrs_common import events
 from cqrs_common.cloudevents_io import RejectedEventError, new_event
 from cqrs_common.http import UpstreamError
 from cqrs_common.roles import ORDER_DB
 from cqrs_common.web import DRAINING, StoreUnavailableError
-
 from order_db.store import OrderStore, OutboxRow
 
 logger = logging.getLogger(__name__)
 
 BATCH = 50
 LEASE_SECONDS = 30.0
+SENDERS = 8  # deliveries in flight at once, as many as a receiver's containerConcurrency
 MAX_ATTEMPTS = 50  # with a 60 s ceiling, about 45 minutes of trying before a row is parked
 
 
@@ -47,6 +49,7 @@ class OutboxRelay:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="outbox-send")
 
     def wake(self) -> None:
         self._wake.set()
@@ -56,40 +59,41 @@ class OutboxRelay:
         counts = {"sent": 0, "delayed": 0, "parked": 0}
         while True:
             rows = self.store.claim_due(BATCH, LEASE_SECONDS)
-            for row in rows:
-                counts[self._send(row)] += 1
+            # Deliveries go out side by side; the receivers are idempotent and order-free.
+            outcomes = list(self._pool.map(self._deliver, rows))
+            sent = [row.id for row, error in zip(rows, outcomes, strict=True) if error is None]
+            self.store.mark_sent(sent)
+            counts["sent"] += len(sent)
+            for row, error in zip(rows, outcomes, strict=True):
+                if error is not None:
+                    counts[self._record_failure(row, error)] += 1
             if len(rows) < BATCH:
                 return counts
 
-    def _send(self, row: OutboxRow) -> str:
+    def _deliver(self, row: OutboxRow) -> Exception | None:
         event = new_event(
             row.event_type, events.source(ORDER_DB.name), row.subject, row.data, row.event_id
         )
-        fields = {
-            "ce_id": row.event_id,
-            "ce_type": row.event_type,
-            "subject": row.subject,
-            "outbox_id": row.id,
-            "attempts": row.attempts + 1,
-        }
         try:
             self.publish(event)
-        except RejectedEventError as exc:
-            self.store.park(row.id, str(exc))
-            logger.error("outbox row parked: %s", exc, extra={**fields, "reason": str(exc)})
-            return "parked"
-        except UpstreamError as exc:
-            if row.attempts + 1 >= MAX_ATTEMPTS:
-                reason = f"gave up after {row.attempts + 1} attempts: {exc}"
-                self.store.park(row.id, reason)
-                logger.error("outbox row parked: %s", reason, extra={**fields, "reason": reason})
-                return "parked"
+        except (RejectedEventError, UpstreamError) as exc:
+            return exc
+        return None
+
+    def _record_failure(self, row: OutboxRow, error: Exception) -> str:
+        fields = {"ce_id": row.event_id, "ce_type": row.event_type, "subject": row.subject,
+                  "outbox_id": row.id, "attempts": row.attempts + 1}  # fmt: skip
+        if isinstance(error, UpstreamError) and row.attempts + 1 < MAX_ATTEMPTS:
             delay = backoff(row.attempts, self.base_delay, self.max_delay)
-            self.store.mark_failed(row.id, str(exc), time.time() + delay)
-            logger.warning("delivery failed, next try in %.1fs: %s", delay, exc, extra=fields)
+            self.store.mark_failed(row.id, str(error), time.time() + delay)
+            logger.warning("delivery failed, next try in %.1fs: %s", delay, error, extra=fields)
             return "delayed"
-        self.store.mark_sent(row.id)
-        return "sent"
+        reason = str(error)
+        if isinstance(error, UpstreamError):
+            reason = f"gave up after {row.attempts + 1} attempts: {error}"
+        self.store.park(row.id, reason)
+        logger.error("outbox row parked: %s", reason, extra={**fields, "reason": reason})
+        return "parked"
 
     # -- background loop ---------------------------------------------------------------------
 

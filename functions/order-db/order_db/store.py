@@ -178,10 +178,13 @@ class OrderStore:
             ).fetchall()
         return [OutboxRow(int(r[0]), r[1], r[2], r[3], json.loads(r[4]), int(r[5])) for r in rows]
 
-    def mark_sent(self, row_id: int) -> None:
-        # The order log is the record; a sent outbox row has done its job.
+    def mark_sent(self, row_ids: list[int]) -> None:
+        """Forget delivered rows: the order log is the record, a sent row has done its job."""
+        if not row_ids:
+            return
         with self.db.transaction() as tx:
-            tx.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+            marks = ", ".join("?" * len(row_ids))
+            tx.execute(f"DELETE FROM outbox WHERE id IN ({marks})", row_ids)
 
     def mark_failed(self, row_id: int, error: str, retry_at: float) -> None:
         with self.db.transaction() as tx:

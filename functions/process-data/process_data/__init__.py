@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable, Mapping
 
 from cloudevents.core.base import BaseCloudEvent
+from flask import Flask, Response, jsonify, request
+
 from cqrs_common import events
 from cqrs_common.cloudevents_io import (
     BadEventError,
@@ -20,7 +22,6 @@ from cqrs_common.domain import Order, ValidationError, delta_for
 from cqrs_common.http import Client
 from cqrs_common.roles import PROCESS_DATA
 from cqrs_common.web import create_base_app, incoming_event, problem
-from flask import Flask, Response, jsonify, request
 
 logger = logging.getLogger(__name__)
 REPLAY_PAGE = 500

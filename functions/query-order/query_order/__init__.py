@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from flask import Flask, Response, jsonify
+
 from cqrs_common.config import Settings
 from cqrs_common.domain import parse_order_id
 from cqrs_common.http import Client
 from cqrs_common.roles import QUERY_ORDER
 from cqrs_common.web import create_base_app
-from flask import Flask, Response, jsonify
 
 
 def create_app(env: Mapping[str, str] | None = None) -> Flask:

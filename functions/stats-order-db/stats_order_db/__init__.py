@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from flask import Flask, Response, jsonify
+
 from cqrs_common import events
 from cqrs_common.cloudevents_io import BadEventError, event_data
 from cqrs_common.config import Settings
@@ -11,8 +13,6 @@ from cqrs_common.db import Database
 from cqrs_common.domain import ValidationError, parse_order_id
 from cqrs_common.roles import STATS_ORDER_DB
 from cqrs_common.web import create_base_app, incoming_event
-from flask import Flask, Response, jsonify
-
 from stats_order_db.store import SCHEMA, StatsStore
 
 
