@@ -26,8 +26,9 @@ from conftest import (
     by_kind,
     load_yaml,
 )
-from cqrs_common.roles import ROLES
 from validate import kustomize_build, validate_document
+
+from cqrs_common.roles import ROLES
 
 # The remote Task the pipeline fetches with the git resolver, as it is at the pinned
 # commit (tektoncd-catalog/git-clone, task/git-clone/git-clone.yaml, Task version 1.0):

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 import yaml
 from conftest import OVERLAYS, ROOT, SCRIPTS, SHOP_NAMESPACE
-from cqrs_common.roles import ROLES
 from validate import validate_document
+
+from cqrs_common.roles import ROLES
 
 USER = "alice"
 TAG = "0123456789ab"
