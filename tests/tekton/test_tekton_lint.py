@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, TEKTON, load_yaml
-from test_tekton_manifests import GIT_CLONE
 from validate import kustomize_build
+
+from tests.tekton.conftest import ROOT, TEKTON, load_yaml
+from tests.tekton.test_tekton_manifests import GIT_CLONE
 
 VERSION = "1.1.0"
 PREFIX = ROOT / "var" / "tekton-lint"

@@ -17,7 +17,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import (
+from validate import kustomize_build, validate_document
+
+from cqrs_common.roles import ROLES
+from tests.tekton.conftest import (
     CI_NAMESPACE,
     OVERLAYS,
     ROOT,
@@ -26,9 +29,6 @@ from conftest import (
     by_kind,
     load_yaml,
 )
-from validate import kustomize_build, validate_document
-
-from cqrs_common.roles import ROLES
 
 # The remote Task the pipeline fetches with the git resolver, as it is at the pinned
 # commit (tektoncd-catalog/git-clone, task/git-clone/git-clone.yaml, Task version 1.0):

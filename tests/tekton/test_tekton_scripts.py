@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import OVERLAYS, ROOT, SCRIPTS, SHOP_NAMESPACE
 from validate import validate_document
 
 from cqrs_common.roles import ROLES
+from tests.tekton.conftest import OVERLAYS, ROOT, SCRIPTS, SHOP_NAMESPACE
 
 USER = "alice"
 TAG = "0123456789ab"
