@@ -16,6 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+
 from cqrs_common.domain import (
     MAX_QUANTITY,
     MAX_UNIT_PRICE,
@@ -27,7 +29,6 @@ from cqrs_common.domain import (
     parse_quantity,
 )
 from cqrs_common.http import UpstreamError
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 
 logger = logging.getLogger(__name__)
 
@@ -209,11 +210,10 @@ def render_page(
     stats, stats_notice = _load_stats()
     errors = dict(errors or {})
     field_errors = {f: sentence(m) for f, m in errors.items() if f in FIELDS}
+    # Anything not about one field ("body": the whole request) goes above the form.
     form_errors = [
-        sentence(f"{f} {m}" if f != "body" else m) for f, m in errors.items() if f not in FIELDS
+        sentence(m if f == "body" else f"{f} {m}") for f, m in errors.items() if f not in FIELDS
     ]
-    if errors and not field_errors and not form_errors:  # pragma: no cover - defensive
-        form_errors = ["The order was not placed."]
     values = {f: str(v) for f, v in (values or {}).items() if f in FIELDS}
     root = request.script_root
     html = render_template(
@@ -257,14 +257,16 @@ def form_response(
     values: Mapping[str, str],
     order_id: str | None,
     errors: Mapping[str, str] | None,
+    *,
+    status: int = 400,
 ) -> Response:
     """The answer to a browser's plain form post to POST /order.
 
     Placed: 303 back to the page, which confirms it (post/redirect/get, so a reload does not
-    post again). Refused: the page again, 400, each reason next to its field, the values kept.
+    post again). Refused: the page again (400, or `status`, e.g. 503 when the command side is
+    away), each reason next to its field, any other (key "body") above the form, values kept.
     """
     if order_id:
         return _with_headers(redirect(url_for("page.order", placed=order_id), 303))
-    return render_page(
-        values=values, errors=errors or {"body": "the order was not placed"}, status=400
-    )
+    errors = errors or {"body": "the order was not placed"}
+    return render_page(values=values, errors=errors, status=status)
