@@ -1,0 +1,151 @@
+"""The page as rendered on the server, with a stand-in for the dispatcher's gateway (fast)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from cqrs_common.http import UpstreamError
+from dispatcher.page import age, form_response, page
+
+STATS = {
+    "products": {
+        "apple": {"quantity": 3, "totalPrice": "4.50"},
+        "pear": {"quantity": 6, "totalPrice": "1234567.80"},
+    },
+    "ordersCounted": 2,
+    "updatedAt": "2026-11-26T06:00:00.000Z",
+}
+
+
+class Gateway:
+    def __init__(self, stats: dict[str, Any] | None = STATS, status: str | None = "pending"):
+        self._stats = stats
+        self._status = status
+        self.asked: list[str] = []
+
+    def stats(self) -> dict[str, Any]:
+        if self._stats is None:
+            raise UpstreamError("query-order", "unreachable")
+        return self._stats
+
+    def order_status(self, order_id: str) -> dict[str, str]:
+        self.asked.append(order_id)
+        if self._status is None:
+            raise UpstreamError("query-order", "unreachable")
+        return {"orderId": order_id, "status": self._status}
+
+
+def make_app(gateway: Gateway) -> Flask:
+    app = Flask("dispatcher")
+    app.extensions["dispatcher"] = gateway
+    app.register_blueprint(page)
+    return app
+
+
+def text_of(html: str, element_id: str) -> str:
+    match = re.search(rf'id="{element_id}"[^>]*>(.*?)</', html, re.S)
+    assert match, element_id
+    return match.group(1).strip()
+
+
+def test_root_redirects_to_the_page() -> None:
+    response = make_app(Gateway()).test_client().get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/order"
+
+
+def test_the_page_shows_the_totals_and_bars_from_the_read_side() -> None:
+    response = make_app(Gateway()).test_client().get("/order")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "Content-Security-Policy" in response.headers
+    assert text_of(html, "orders-counted") == "2"
+    assert ">1,234,567.80<" in html and ">4.50<" in html
+    # The larger product fills its bar; the other is in proportion.
+    assert 'data-product="pear" data-metric="quantity" width="100.0"' in html
+    assert 'data-product="apple" data-metric="quantity" width="50.0"' in html
+    assert 'data-product="apple" data-metric="totalPrice" width="0.0"' in html  # 4.50 of 1.2M
+    assert 'id="stats-notice" hidden' in html
+
+
+def test_the_page_is_served_when_the_read_side_is_down() -> None:
+    response = make_app(Gateway(stats=None)).test_client().get("/order")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "The totals are unavailable right now" in html
+    assert 'id="stats-notice" hidden' not in html
+    assert text_of(html, "orders-counted") == "\N{EN DASH}"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("counted", "is counted in the totals"),
+        ("pending", "will reach the totals in a moment"),
+        (None, "its progress cannot be checked right now"),
+    ],
+)
+def test_a_placed_order_is_confirmed(status: str | None, expected: str) -> None:
+    gateway = Gateway(status=status)
+    html = make_app(gateway).test_client().get("/order?placed=abc-123").get_data(as_text=True)
+    assert gateway.asked == ["abc-123"]
+    assert "Order placed." in html and expected in html
+    assert ('http-equiv="refresh"' in html) == (status != "counted")
+
+
+def test_a_malformed_placed_id_is_ignored_not_echoed() -> None:
+    gateway = Gateway()
+    html = make_app(gateway).test_client().get("/order?placed=<script>x").get_data(as_text=True)
+    assert gateway.asked == []
+    assert "Order placed." not in html and "<script>x" not in html
+
+
+def test_a_placed_form_post_redirects_back_to_the_page() -> None:
+    app = make_app(Gateway())
+    with app.test_request_context("/order", method="POST"):
+        response = form_response({"product": "apple"}, "order-1", None)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/order?placed=order-1"
+
+
+def test_a_refused_form_post_shows_each_reason_by_its_field_and_keeps_the_values() -> None:
+    app = make_app(Gateway())
+    values = {"product": "pear", "quantity": '0"><script>', "unitPrice": "1.5"}
+    with app.test_request_context("/order", method="POST"):
+        response = form_response(values, None, {"quantity": "must be a whole number"})
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert text_of(html, "quantity-error") == "Must be a whole number."
+    assert text_of(html, "unitPrice-error") == ""
+    assert 'value="0&#34;&gt;&lt;script&gt;"' in html  # kept, and escaped
+    assert 'value="1.5"' in html
+    assert re.search(r'value="pear" required\s+checked', html)
+    assert "Please correct the field marked below." in html
+
+
+def test_a_form_post_the_shop_could_not_take_says_so_above_the_form() -> None:
+    app = make_app(Gateway())
+    with app.test_request_context("/order", method="POST"):
+        response = form_response(
+            {"product": "apple"}, None, {"body": "the shop is busy; try again"}, status=503
+        )
+    assert response.status_code == 503
+    assert text_of(response.get_data(as_text=True), "form-error-text") == (
+        "The shop is busy; try again."
+    )
+
+
+def test_age_reads_like_a_status_line() -> None:
+    now = datetime(2026, 11, 26, 6, 0, 0, tzinfo=UTC)
+    assert age(None, now) == "no orders yet"
+    assert age("2026-11-26T05:59:58.000Z", now) == "just now"
+    assert age("2026-11-26T05:59:30.000Z", now) == "30 s ago"
+    assert age("2026-11-26T05:50:00.000Z", now) == "10 min ago"
+    assert age("2026-11-26T03:00:00.000Z", now) == "3 h ago"
+    assert age("2026-11-20T03:00:00.000Z", now) == "2026-11-20 03:00 UTC"
+    assert age("yesterday", now) == "unknown"
