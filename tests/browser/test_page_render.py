@@ -149,3 +149,13 @@ def test_age_reads_like_a_status_line() -> None:
     assert age("2026-11-26T03:00:00.000Z", now) == "3 h ago"
     assert age("2026-11-20T03:00:00.000Z", now) == "2026-11-20 03:00 UTC"
     assert age("yesterday", now) == "unknown"
+
+
+def test_each_rendered_form_carries_its_own_idempotency_key() -> None:
+    client = make_app(Gateway()).test_client()
+    keys = [
+        re.search(r'name="idempotencyKey" value="([0-9a-f]{32})"', client.get("/order").text)
+        for _ in range(2)
+    ]
+    assert all(keys)
+    assert keys[0].group(1) != keys[1].group(1)  # type: ignore[union-attr]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -234,6 +235,7 @@ def render_page(
         format_money=format_money,
         age=age,
         asset_url=asset_url,
+        idempotency_key=uuid.uuid4().hex,
         api={
             "orders": f"{root}/api/orders",
             "stats": f"{root}/api/stats",
