@@ -64,6 +64,37 @@ test-browser: venv test-deps
 	$(PY) -m pytest tests/browser
 
 # --- cluster (issue 4) ---
+# The cluster side (docs/cluster.md). Images are cqrs-<role>:$(TAG), built from
+# functions/Dockerfile with docker, podman or buildah, whichever this machine has.
+REGISTRY ?=
+TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+OVERLAY ?= direct
+DATABASE ?= cnpg
+BASE_URL ?= http://127.0.0.1:8080
+HOST ?=
+CLUSTER_ENV = ROLES="$(ROLES)" REGISTRY="$(REGISTRY)" TAG="$(TAG)"
+
+.PHONY: images push deploy smoke test-images test-cluster
+images:
+	$(CLUSTER_ENV) knative/scripts/images.sh build
+
+push: images
+	$(CLUSTER_ENV) knative/scripts/images.sh push
+
+deploy:
+	@test -n "$(REGISTRY)" || { echo "make deploy needs REGISTRY (and TAG) of the pushed images"; exit 2; }
+	$(CLUSTER_ENV) knative/scripts/deploy.sh --overlay $(OVERLAY) --database $(DATABASE)
+
+smoke: venv
+	$(PY) tests/e2e/smoke.py --base-url "$(BASE_URL)" $(if $(HOST),--host "$(HOST)")
+
+# Builds a real image on this machine (container engine set up by the test; ~4-6 min).
+test-images: venv
+	$(PY) -m pytest -m images tests/images -v
+
+# The fast cluster checks: manifests, Dockerfile, scripts, smoke client.
+test-cluster: venv
+	$(PY) -m pytest -m "not images" tests/manifests tests/images tests/e2e -q
 # --- end cluster ---
 
 # --- tekton (issue 5) ---
