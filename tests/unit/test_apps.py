@@ -350,3 +350,26 @@ def test_replay_pages_through_a_long_log(shop: Shop, monkeypatch: pytest.MonkeyP
     result = apps["process-data"].test_client().post("/replay").get_json()
     assert result == {"replayed": 5, "lastSequence": 5}
     assert stats(apps)["products"]["apple"] == {"quantity": 5, "totalPrice": "5.00"}
+
+
+def test_the_page_form_key_makes_a_double_submit_one_order(shop: Shop) -> None:
+    apps, _ = shop
+    client = apps["dispatcher"].test_client()
+    form = {"product": "pear", "quantity": "1", "unitPrice": "1", "idempotencyKey": "form-7"}
+    for _ in range(2):
+        response = client.post("/order", data=form, headers={"Accept": "text/html"})
+        assert response.status_code == 303
+    assert order_count(apps) == 1
+
+
+def test_a_browser_form_post_with_the_command_side_away_gets_the_page(shop: Shop) -> None:
+    apps, router = shop
+    router.down.add("command-order")
+    response = apps["dispatcher"].test_client().post(
+        "/order",
+        data={"product": "pear", "quantity": "1", "unitPrice": "1"},
+        headers={"Accept": "text/html"},
+    )
+    assert response.status_code == 503
+    assert response.mimetype == "text/html"
+    assert b"try again" in response.data

@@ -100,17 +100,27 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
             values = {
                 k: v for k, v in request.form.items() if k in ("product", "quantity", "unitPrice")
             }
+            # The page's form carries its own key, so a double submit places one order.
+            key = request.headers.get("Idempotency-Key") or request.form.get("idempotencyKey")
             browser = (
                 request.accept_mimetypes.best_match(["application/json", "text/html"])
                 == "text/html"
             )
             try:
                 command = parse_place_order(values)
-                order_id = gateway.place_order(command, request.headers.get("Idempotency-Key"))
+                order_id = gateway.place_order(command, key or None)
             except ValidationError as exc:
                 if browser:
                     return form_response(values, None, exc.errors)
                 return validation_problem(exc)
+            except UpstreamError:
+                if not browser:
+                    raise
+                retry = (
+                    "the shop could not take the order just now; "
+                    "try again: it will not be placed twice"
+                )
+                return form_response(values, None, {"body": retry}, status=503)
             return form_response(values, order_id, None) if browser else accepted(order_id)
         if request.is_json:
             command = parse_place_order(read_json_body())
