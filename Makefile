@@ -72,6 +72,8 @@ OVERLAY ?= direct
 DATABASE ?= cnpg
 BASE_URL ?= http://127.0.0.1:8080
 HOST ?=
+# DEPLOY_FLAGS=--dry-run prints what make deploy would apply.
+DEPLOY_FLAGS ?=
 CLUSTER_ENV = ROLES="$(ROLES)" REGISTRY="$(REGISTRY)" TAG="$(TAG)"
 
 .PHONY: images push deploy smoke test-images test-cluster
@@ -83,14 +85,14 @@ push: images
 
 deploy:
 	@test -n "$(REGISTRY)" || { echo "make deploy needs REGISTRY (and TAG) of the pushed images"; exit 2; }
-	$(CLUSTER_ENV) knative/scripts/deploy.sh --overlay $(OVERLAY) --database $(DATABASE)
+	$(CLUSTER_ENV) knative/scripts/deploy.sh --overlay $(OVERLAY) --database $(DATABASE) $(DEPLOY_FLAGS)
 
 smoke: venv
 	$(PY) tests/e2e/smoke.py --base-url "$(BASE_URL)" $(if $(HOST),--host "$(HOST)")
 
 # Builds a real image on this machine (container engine set up by the test; ~4-6 min).
 test-images: venv
-	$(PY) -m pytest -m images tests/images -v
+	$(PY) -m pytest -m images tests/images -v -s
 
 # The fast cluster checks: manifests, Dockerfile, scripts, smoke client.
 test-cluster: venv

@@ -131,3 +131,23 @@ def test_deploy_dry_run_renders_everything_in_order(overlay: str, database: str)
     assert images == {r.service: f"docker.io/someone/{r.service}:t1" for r in ROLES}
     assert "AuthorizationPolicy" in kinds
     assert ("Trigger" in kinds) == (overlay == "eventing")
+
+
+def test_make_targets_call_the_scripts(tmp_path: Path) -> None:
+    bindir = fake_engine(tmp_path, "docker")
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "ENGINE": "docker"}
+    make = ["make", "-s", "-C", str(ROOT), "TAG=t2", "REGISTRY=docker.io/someone"]
+    subprocess.run([*make, "push"], env=env, check=True, capture_output=True)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == 2 * len(ROLES)
+    assert calls[-1] == f"docker push docker.io/someone/{ROLES[-1].service}:t2"
+    out = subprocess.run(
+        [*make, "deploy", "OVERLAY=eventing", "DEPLOY_FLAGS=--dry-run"],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    kinds = {d["kind"] for d in yaml.safe_load_all(out) if isinstance(d, dict)}
+    assert {"Namespace", "Cluster", "Service", "Trigger", "AuthorizationPolicy"} <= kinds
+    refused = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "deploy", "REGISTRY="], env=env, capture_output=True
+    )
+    assert refused.returncode != 0

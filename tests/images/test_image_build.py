@@ -34,6 +34,7 @@ BASE_TAG = "cqrs-image-test-base:local"
 
 
 def run(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
     result = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
     )
@@ -41,6 +42,8 @@ def run(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess
         raise AssertionError(
             f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-4000:]}"
         )
+    # shown with -s (make test-images): where the minutes go
+    print(f"[{time.monotonic() - started:6.1f}s] {' '.join(cmd[:3])}", flush=True)
     return result
 
 
@@ -115,6 +118,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def unmount_under(path: Path) -> None:
+    """dockerd leaves mounts (its network namespace) under its exec root; release them."""
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(f"{path}/")), reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="module")
 def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A dockerd of our own (vfs, no iptables, no bridge); yields the env to reach it."""
@@ -146,6 +156,7 @@ def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
             daemon.kill()
             daemon.wait()
         log.close()
+        unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
 
 
