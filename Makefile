@@ -35,6 +35,12 @@ run: venv
 replay: venv
 	$(PY) -m cqrs_common.replay
 
+# Throughput, latency, lag, scaling, cold start and memory on SQLite and PostgreSQL, against a
+# stack of its own; writes docs/benchmarks.md and .png (~10 min; BENCH_QUICK=1 for ~1 min).
+.PHONY: bench
+bench: venv
+	$(PY) -m bench
+
 .PHONY: lint
 lint: venv
 	$(VENV)/bin/ruff check functions tests
@@ -76,7 +82,7 @@ HOST ?=
 DEPLOY_FLAGS ?=
 CLUSTER_ENV = ROLES="$(ROLES)" REGISTRY="$(REGISTRY)" TAG="$(TAG)"
 
-.PHONY: images push deploy smoke test-images test-cluster
+.PHONY: images push deploy smoke requirements test-images test-cluster
 images:
 	$(CLUSTER_ENV) knative/scripts/images.sh build
 
@@ -89,6 +95,13 @@ deploy:
 
 smoke: venv
 	$(PY) tests/e2e/smoke.py --base-url "$(BASE_URL)" $(if $(HOST),--host "$(HOST)")
+
+# Recompile the images' hashed lock from functions/requirements.in (needs the package index).
+requirements: venv
+	$(PY) -m pip install --quiet pip-tools
+	cd functions && ../$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	  --strip-extras --no-emit-index-url --no-emit-find-links \
+	  --output-file requirements.txt requirements.in
 
 # Builds a real image on this machine (container engine set up by the test; ~4-6 min).
 test-images: venv

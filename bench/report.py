@@ -1,0 +1,199 @@
+"""The report: Markdown tables (printed, and written between markers in docs/benchmarks.md) and a
+PNG plot beside it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cqrs_common.roles import ROLES
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+PREAMBLE = """# Benchmarks
+
+Measured by `make bench` (`python -m bench`); what it measures and how is in bench/.
+
+"""
+
+
+def _num(value: float, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _md(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _targets(backend: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(what, target, measured, met) for each target of issue 7."""
+    top = backend["levels"][-1]
+    first, last = backend["drains"][0], backend["drains"][-1]
+    slowest = max(backend["cold_start_s"].items(), key=lambda kv: kv[1])
+    biggest = max(backend["memory"].items(), key=lambda kv: kv[1]["pss_mib"])
+    change = last["projected_per_s"] / first["projected_per_s"] - 1
+    return [
+        (f"accepted orders/s, {top['clients']} clients", ">= 400",
+         _num(top["accepted_per_s"]), top["accepted_per_s"] >= 400),
+        (f"p99 latency, {top['clients']} clients", "< 150 ms",
+         f"{_num(top['p99_ms'])} ms", top["p99_ms"] < 150),
+        (f"consistency lag p99, {top['clients']} clients", "< 250 ms",
+         f"{_num(top['lag_p99_ms'])} ms", top["lag_p99_ms"] < 250),
+        (f"projected orders/s at {last['stored_before']:,} stored", ">= 200",
+         _num(last["projected_per_s"]), last["projected_per_s"] >= 200),
+        (f"projection rate, {last['stored_before']:,} vs {first['stored_before']:,} stored",
+         "within 10%", f"{change:+.0%}", abs(change) <= 0.10),
+        ("cold start, slowest role", "< 400 ms",
+         f"{_num(slowest[1] * 1000)} ms ({slowest[0]})", slowest[1] < 0.4),
+        ("PSS, biggest role", "<= 45 MiB",
+         f"{_num(biggest[1]['pss_mib'], 1)} MiB ({biggest[0]})", biggest[1]["pss_mib"] <= 45),
+    ]  # fmt: skip
+
+
+def backend_section(backend: dict[str, Any]) -> str:
+    name = backend["backend"]
+    parts = [f"### {'SQLite' if name == 'sqlite' else 'PostgreSQL'}"]
+    load_before, load_after = backend["loadavg_before"], backend["loadavg_after"]
+    parts.append(
+        f"Load average (1 min) {load_before[0]:.2f} before the load, {load_after[0]:.2f} after."
+    )
+    parts.append(
+        _md(
+            ["target", "wanted", "measured", "met"],
+            [
+                (what, want, got, "yes" if ok else "**no**")
+                for what, want, got, ok in _targets(backend)
+            ],
+        )
+    )
+    parts.append("Through the dispatcher (`POST /api/orders`), then followed to `/api/stats`:")
+    parts.append(
+        _md(
+            ["clients", "orders", "accepted/s", "p50 ms", "p99 ms", "lag p50 ms", "lag p99 ms",
+             "projected/s", "errors"],
+            [(str(p["clients"]), _num(p["orders"]), _num(p["accepted_per_s"]), _num(p["p50_ms"], 1),
+              _num(p["p99_ms"], 1), _num(p["lag_p50_ms"]), _num(p["lag_p99_ms"]),
+              _num(p["projected_per_s"]), str(p["errors"])) for p in backend["levels"]],
+        )
+    )  # fmt: skip
+    parts.append("As the stores fill (32 clients, one row per batch):")
+    parts.append(
+        _md(
+            ["stored after", "accepted/s", "p50 ms", "p99 ms", "lag p50 ms", "lag p99 ms",
+             "projected/s"],
+            [(_num(p["stored_after"]), _num(p["accepted_per_s"]), _num(p["p50_ms"], 1),
+              _num(p["p99_ms"], 1), _num(p["lag_p50_ms"]), _num(p["lag_p99_ms"]),
+              _num(p["projected_per_s"])) for p in backend["batches"]],
+        )
+    )  # fmt: skip
+    parts.append(
+        "Projection capacity: orders queued behind a paused process-data (SIGSTOP), then the"
+        " rate at which the read side catches up once it resumes:"
+    )
+    parts.append(
+        _md(
+            ["stored before", "queued", "projected/s"],
+            [(_num(d["stored_before"]), _num(d["orders"]), _num(d["projected_per_s"]))
+             for d in backend["drains"]],
+        )
+    )  # fmt: skip
+    top = backend["levels"][-1]
+    roles = [role.name for role in ROLES]
+    cpu = top["cpu_ms_per_order"]
+    parts.append(
+        "Per role: cold start (spawn to first 200 on `/healthz`, alone on the machine, median),"
+        " memory after the load (master + worker, from smaps_rollup), and CPU per order in the"
+        f" {top['clients']}-client run:"
+    )
+    parts.append(
+        _md(
+            ["role", "cold start ms", "RSS MiB", "PSS MiB", "CPU ms/order"],
+            [(r, _num(backend["cold_start_s"][r] * 1000), _num(backend["memory"][r]["rss_mib"], 1),
+              _num(backend["memory"][r]["pss_mib"], 1), _num(cpu.get(r, float("nan")), 2))
+             for r in roles]
+            + [("(bench client)", "", "", "", _num(cpu["bench client"], 2)),
+               ("**all roles**", "", "", "", _num(sum(cpu.get(r, 0.0) for r in roles), 2))],
+        )
+    )  # fmt: skip
+    return "\n\n".join(parts)
+
+
+def generated(results: dict[str, Any], image: str) -> str:
+    head = (
+        f"Run of {results['date']}{' (' + results['label'] + ')' if results['label'] else ''},"
+        f" {results['cpus']} CPUs shared by the six roles, the stores and the load client;"
+        f" {results['duration_s']:.0f} s in all."
+    )
+    if results["quick"]:
+        head += " **Quick mode (BENCH_QUICK=1): small counts, the numbers are not comparable.**"
+    sections = [backend_section(b) for b in results["backends"]]
+    return "\n\n".join([head, f"![benchmarks]({image})", *sections])
+
+
+def table(results: dict[str, Any]) -> str:
+    return generated(results, "benchmarks.png")
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    """Replace the generated part of `out` (between the markers), keep the prose around it."""
+    image = out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot(results, image)
+    body = f"{BEGIN}\n{generated(results, image.name)}\n{END}"
+    text = out.read_text() if out.exists() else PREAMBLE + f"{BEGIN}\n{END}\n"
+    before, sep, rest = text.partition(BEGIN)
+    if not sep:
+        before, rest = text + "\n", END + "\n"
+    _, _, after = rest.partition(END)
+    out.write_text(before + body + after)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    styles = {"sqlite": ("tab:blue", "o"), "postgresql": ("tab:orange", "s")}
+
+    def series(ax: Any, rows: list[dict], x: str, y: str, label: str, dashed: bool = False,
+               scale: Callable[[float], float] = lambda v: v) -> None:  # fmt: skip
+        color, marker = styles.get(label.split()[0], ("tab:gray", "x"))
+        ax.plot([r[x] for r in rows], [scale(r[y]) for r in rows], marker=marker, color=color,
+                linestyle="--" if dashed else "-", label=label)  # fmt: skip
+
+    for backend in results["backends"]:
+        name = backend["backend"]
+        series(axes[0][0], backend["levels"], "clients", "accepted_per_s", name)
+        series(axes[0][1], backend["levels"], "clients", "p99_ms", f"{name} p99")
+        series(axes[0][1], backend["levels"], "clients", "p50_ms", f"{name} p50", dashed=True)
+        series(axes[1][0], backend["batches"], "stored_after", "accepted_per_s", f"{name} accepted")
+        series(axes[1][0], backend["batches"], "stored_after", "projected_per_s",
+               f"{name} projected", dashed=True)  # fmt: skip
+        series(axes[1][1], backend["batches"], "stored_after", "lag_p99_ms", f"{name} lag p99")
+        series(axes[1][1], backend["batches"], "stored_after", "p99_ms",
+               f"{name} accept p99", dashed=True)  # fmt: skip
+    titles = [
+        ("Orders accepted per second", "concurrent clients", "orders/s"),
+        ("Latency of POST /api/orders", "concurrent clients", "ms"),
+        ("Throughput as the stores fill (32 clients)", "stored orders", "orders/s"),
+        ("Consistency lag and p99 as the stores fill", "stored orders", "ms"),
+    ]
+    for ax, (title, xlabel, ylabel) in zip([a for row in axes for a in row], titles, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[0]:
+        ax.set_xscale("log", base=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

