@@ -25,7 +25,9 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     settings = Settings.from_env(ORDER_DB.name, env)
     db = Database(settings.database_url, SCHEMA)
     store = OrderStore(db)
-    client = Client(settings.http_timeout, settings.http_retries)
+    # The outbox is the retry loop, with its own backoff; HTTP-level retries inside it would
+    # multiply with the receiver's own retries (and Retry-After sleeps) while it is away.
+    client = Client(settings.http_timeout, retries=0)
     relay = OutboxRelay(
         store,
         Publisher(settings.sink, client),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,6 +53,9 @@ class OutboxRelay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="outbox-send")
+        self._claims: set[str] = set()  # tokens of the batches being sent right now
+        # A stopping process hands its unsent rows back, or they would wait out the lease.
+        atexit.register(self.release)
 
     def wake(self) -> None:
         self._wake.set()
@@ -57,8 +63,10 @@ class OutboxRelay:
     def relay_due(self) -> dict[str, int]:
         """Send every row that is due now; returns how many were sent, delayed and parked."""
         counts = {"sent": 0, "delayed": 0, "parked": 0}
-        while True:
-            rows = self.store.claim_due(BATCH, LEASE_SECONDS)
+        while not DRAINING.is_set():  # a stopping process claims nothing new
+            token = uuid.uuid4().hex
+            self._claims.add(token)
+            rows = self.store.claim_due(BATCH, LEASE_SECONDS, token)
             # Deliveries go out side by side; the receivers are idempotent and order-free.
             outcomes = list(self._pool.map(self._deliver, rows))
             sent = [row.id for row, error in zip(rows, outcomes, strict=True) if error is None]
@@ -67,8 +75,10 @@ class OutboxRelay:
             for row, error in zip(rows, outcomes, strict=True):
                 if error is not None:
                     counts[self._record_failure(row, error)] += 1
+            self._claims.discard(token)
             if len(rows) < BATCH:
-                return counts
+                break
+        return counts
 
     def _deliver(self, row: OutboxRow) -> Exception | None:
         event = new_event(
@@ -104,6 +114,19 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+
+    def release(self) -> None:
+        """At exit: let the batch in hand finish, then hand back whatever is still claimed."""
+        if not self._claims:
+            return
+        self.stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        for token in list(self._claims):
+            with contextlib.suppress(Exception):  # the store may be gone too; the lease remains
+                released = self.store.release(token)
+                logger.info("outbox: %s claimed rows handed back at exit", released)
+            self._claims.discard(token)
 
     def _run(self) -> None:
         while not self._stop.is_set() and not DRAINING.is_set():

@@ -155,14 +155,15 @@ class OrderStore:
 
     # -- outbox ------------------------------------------------------------------------------
 
-    def claim_due(self, limit: int, lease_seconds: float) -> list[OutboxRow]:
+    def claim_due(self, limit: int, lease_seconds: float, token: str | None = None
+                  ) -> list[OutboxRow]:  # fmt: skip
         """Take up to `limit` due rows for this relay; another relay sees them only after the lease.
 
         The outer `next_attempt_at <= now` is re-checked on a row another transaction just
         claimed (PostgreSQL re-evaluates it on the newest version), so no row is claimed twice.
         """
         now = time.time()
-        token = uuid.uuid4().hex
+        token = token or uuid.uuid4().hex
         with self.db.transaction() as tx:
             tx.execute(
                 "UPDATE outbox SET claim = ?, next_attempt_at = ?"
@@ -177,6 +178,16 @@ class OrderStore:
                 (token,),
             ).fetchall()
         return [OutboxRow(int(r[0]), r[1], r[2], r[3], json.loads(r[4]), int(r[5])) for r in rows]
+
+    def release(self, token: str) -> int:
+        """Make rows still held under `token` due now (their relay is stopping, not sending)."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE outbox SET claim = NULL, next_attempt_at = 0"
+                " WHERE claim = ? AND status = 'pending'",
+                (token,),
+            )
+            return tx.rowcount
 
     def mark_sent(self, row_ids: list[int]) -> None:
         """Forget delivered rows: the order log is the record, a sent row has done its job."""
