@@ -107,9 +107,9 @@ class ConnectionPool(BaseAdapter):
                 conn.request(method, path, body=body, headers=dict(headers))
                 answer = conn.getresponse()
                 content = answer.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if not reused:
+                if not reused or isinstance(exc, TimeoutError):
                     raise
                 # The peer closed an idle keep-alive connection: try once on a new one.
                 conn, reused = None, False
