@@ -143,7 +143,11 @@ class Bench:
         stored_before = self.stored
         self.stack.signal(PROCESS_DATA.name, signal.SIGSTOP)
         try:
-            queued = load.place_orders(self.base, count, 32, f"queue {count} behind projector")
+            # Bounded in time: the relay's calls to the frozen process-data time out after 10 s,
+            # and a retried delivery would measure the relay's backoff instead.
+            queued = load.place_orders(
+                self.base, count, 32, f"queue {count} behind projector", time_limit=6.0
+            )
         finally:
             resumed = time.monotonic()
             self.stack.signal(PROCESS_DATA.name, signal.SIGCONT)
