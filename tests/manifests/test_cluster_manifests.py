@@ -387,3 +387,18 @@ def test_namespace_injects_sidecars() -> None:
     (ns,) = build("knative/namespace")
     assert ns["metadata"]["name"] == NAMESPACE
     assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
+
+
+def test_yaml_is_lint_clean() -> None:
+    from yamllint import config, linter
+
+    conf = config.YamlLintConfig(
+        "{extends: default, rules: {line-length: {max: 100}, document-start: disable,"
+        " truthy: {check-keys: false}}}"
+    )
+    problems = [
+        f"{path.relative_to(ROOT)}:{p.line}: {p.message}"
+        for path in sorted([*KNATIVE.rglob("*.yaml"), *ISTIO.rglob("*.yaml")])
+        for p in linter.run(path.read_text(encoding="utf-8"), conf)
+    ]
+    assert problems == []
