@@ -69,6 +69,13 @@ test-integration: venv
 test-browser: venv test-deps
 	$(PY) -m pytest tests/browser
 
+# Faults injected into the local stack (kills, restarts, receivers away, duplicates, poison,
+# replays, SIGTERM, fuzzing); -s shows the numbers each test measures. FUZZ_SEED=<n> varies
+# the fuzzer.
+.PHONY: test-faults
+test-faults: venv
+	$(PY) -m pytest tests/faults -s
+
 # --- cluster (issue 4) ---
 # The cluster side (docs/cluster.md). Images are cqrs-<role>:$(TAG), built from
 # functions/Dockerfile with docker, podman or buildah, whichever this machine has.

@@ -26,9 +26,10 @@ def order_id_for(idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return str(uuid.uuid4())
     key = idempotency_key.strip()
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    # Visible ASCII only: what an HTTP header carries intact through every proxy.
+    if not key or len(key) > MAX_KEY_LENGTH or not (key.isascii() and key.isprintable()):
         raise ValidationError(
-            "Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} printable characters"
+            "Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"
         )
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, key))
 
