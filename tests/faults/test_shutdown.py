@@ -74,7 +74,7 @@ def test_a_relay_stopped_mid_batch_leaves_nothing_waiting_out_its_lease(tmp_path
         wait_for(lambda: totals(base) == expected_after(ZERO, first))
         hop.delay = 0.5
         hop.arrived.clear()
-        orders = first + [("apple", 1, "0.50")] * 80
+        orders = first + [("apple", 1, "0.50")] * 50
         place_all(base, orders[1:], clients=8)
         assert hop.arrived.wait(10)
         time.sleep(0.5)

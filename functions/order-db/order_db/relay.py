@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import logging
 import random
+import socket
 import threading
 import time
 import uuid
@@ -54,6 +55,9 @@ class OutboxRelay:
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="outbox-send")
         self._claims: set[str] = set()  # tokens of the batches being sent right now
+        # Claims carry the pod's name: a restarted container keeps it, another replica does not
+        # (sibling workers share it: at worst one batch is sent twice, which receivers ignore).
+        self.owner = socket.gethostname()
         # A stopping process hands its unsent rows back, or they would wait out the lease.
         atexit.register(self.release)
 
@@ -64,7 +68,7 @@ class OutboxRelay:
         """Send every row that is due now; returns how many were sent, delayed and parked."""
         counts = {"sent": 0, "delayed": 0, "parked": 0}
         while not DRAINING.is_set():  # a stopping process claims nothing new
-            token = uuid.uuid4().hex
+            token = f"{self.owner}/{uuid.uuid4().hex}"
             self._claims.add(token)
             rows = self.store.claim_due(BATCH, LEASE_SECONDS, token)
             # Deliveries go out side by side; the receivers are idempotent and order-free.
@@ -108,6 +112,14 @@ class OutboxRelay:
     # -- background loop ---------------------------------------------------------------------
 
     def start(self) -> None:
+        """Relay in the background, starting with what a killed predecessor in this pod held."""
+        try:
+            released = self.store.release_owner(self.owner)
+        except StoreUnavailableError as exc:
+            logger.warning("outbox: earlier claims not handed back: %s", exc)
+        else:
+            if released:
+                logger.info("outbox: %s rows claimed before a restart are due again", released)
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
         self._thread.start()
 

@@ -189,6 +189,18 @@ class OrderStore:
             )
             return tx.rowcount
 
+    def release_owner(self, owner: str) -> int:
+        """Make every row claimed by `owner`'s relays due now (an earlier process of the same
+        pod, killed mid-batch: its claims would otherwise wait out their lease)."""
+        prefix = f"{owner}/"
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE outbox SET claim = NULL, next_attempt_at = 0"
+                " WHERE status = 'pending' AND substr(claim, 1, ?) = ?",
+                (len(prefix), prefix),
+            )
+            return tx.rowcount
+
     def mark_sent(self, row_ids: list[int]) -> None:
         """Forget delivered rows: the order log is the record, a sent row has done its job."""
         if not row_ids:
