@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,8 @@ def postgres_server() -> Iterator[str]:
         server = get_server(Path(pgdata) / "data", cleanup_mode="stop")
         yield server.get_uri()
         server.cleanup()
+        # Already stopped: its exit hook would only log to pytest's closed stdout.
+        atexit.unregister(server._cleanup)
 
 
 def _with_database(url: str, name: str) -> str:
