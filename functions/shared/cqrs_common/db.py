@@ -167,17 +167,27 @@ class Database:
                 self._batch = _Batch()
             batch = self._batch
             conn.execute("SAVEPOINT member")
+            failure: BaseException | None = None
             try:
                 yield Transaction(conn.cursor(), self.dialect)
             except BaseException as exc:
+                failure = exc
                 try:
                     conn.execute("ROLLBACK TO member")
                     conn.execute("RELEASE member")
                 except sqlite3.Error:  # SQLite rolled the whole batch back itself: all fail
                     self._fail_batch(batch, exc)
-                raise
-            conn.execute("RELEASE member")
-        self._commit(batch)
+                    raise
+            else:
+                conn.execute("RELEASE member")
+        if failure is None:
+            self._commit(batch)
+            return
+        # Commit the others' work (or nothing) anyway: a batch left open would hold SQLite's
+        # write lock until the next write, blocking any other process on the same file.
+        with contextlib.suppress(sqlite3.Error):
+            self._commit(batch)
+        raise failure
 
     def _commit(self, batch: _Batch) -> None:
         with self._commit_lock:
