@@ -66,3 +66,16 @@ def test_a_failed_statement_undoes_its_own_transaction_only(db: Database) -> Non
     with db.transaction() as tx:
         tx.execute("INSERT INTO t (k) VALUES ('b')")
     assert committed(db) == {"a", "b"}
+
+
+def test_a_failed_lone_transaction_does_not_keep_the_write_lock(db: Database) -> None:
+    with pytest.raises(Refused), db.transaction() as tx:
+        tx.execute("INSERT INTO t (k) VALUES ('gone')")
+        raise Refused
+    # Another process (here: another connection) can write at once.
+    other = sqlite3.connect(db.path, timeout=0.5, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t (k) VALUES ('other')")
+    other.execute("COMMIT")
+    other.close()
+    assert committed(db) == {"other"}
