@@ -227,7 +227,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--label", default=os.environ.get("BENCH_LABEL", ""),
                         help="a name for this run in the report")  # fmt: skip
+    parser.add_argument("--report-only", type=Path, metavar="RESULTS_JSON",
+                        help="rewrite the report from a results.json; run nothing")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.report_only:
+        report.write(json.loads(args.report_only.read_text()), args.out)
+        return
     plan = QUICK if args.quick else FULL
     if os.environ.get("BENCH_FILL_TO"):  # a shorter scaling phase, for quick comparisons
         plan = dataclasses.replace(plan, fill_to=int(os.environ["BENCH_FILL_TO"]))
