@@ -70,6 +70,25 @@ def cpu_seconds(pgid: int) -> float:
     return total / TICKS
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, its reaped children and its live children (a PostgreSQL
+    postmaster and its backends)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(entry.name) == pid:
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        elif int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
 def role_cpu(stack: Stack) -> dict[str, float]:
     return {role: cpu_seconds(process.pid) for role, process in stack.processes.items()}
 

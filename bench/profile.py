@@ -56,7 +56,7 @@ def main() -> None:
     with contextlib.ExitStack() as cleanup:
         urls = None
         if args.backend == "postgresql":
-            server = cleanup.enter_context(postgres_server())
+            server, _ = cleanup.enter_context(postgres_server())
             urls = {ORDER_DB.name: fresh_database(server, "bench_profile_orders"),
                     STATS_ORDER_DB.name: fresh_database(server, "bench_profile_stats")}  # fmt: skip
         stack = new_stack(workdir / "stack", urls)

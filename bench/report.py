@@ -116,8 +116,9 @@ def backend_section(backend: dict[str, Any]) -> str:
             [(r, _num(backend["cold_start_s"][r] * 1000), _num(backend["memory"][r]["rss_mib"], 1),
               _num(backend["memory"][r]["pss_mib"], 1), _num(cpu.get(r, float("nan")), 2))
              for r in roles]
-            + [("(bench client)", "", "", "", _num(cpu["bench client"], 2)),
-               ("**all roles**", "", "", "", _num(sum(cpu.get(r, 0.0) for r in roles), 2))],
+            + [("**all roles**", "", "", "", _num(sum(cpu.get(r, 0.0) for r in roles), 2))]
+            + [(f"({name})", "", "", "", _num(cpu[name], 2))
+               for name in ("postgresql server", "bench client") if name in cpu],
         )
     )  # fmt: skip
     return "\n\n".join(parts)
@@ -192,8 +193,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    clients = sorted({p["clients"] for b in results["backends"] for p in b["levels"]})
     for ax in axes[0]:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(clients, [str(c) for c in clients])
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

