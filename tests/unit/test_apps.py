@@ -365,10 +365,14 @@ def test_the_page_form_key_makes_a_double_submit_one_order(shop: Shop) -> None:
 def test_a_browser_form_post_with_the_command_side_away_gets_the_page(shop: Shop) -> None:
     apps, router = shop
     router.down.add("command-order")
-    response = apps["dispatcher"].test_client().post(
-        "/order",
-        data={"product": "pear", "quantity": "1", "unitPrice": "1"},
-        headers={"Accept": "text/html"},
+    response = (
+        apps["dispatcher"]
+        .test_client()
+        .post(
+            "/order",
+            data={"product": "pear", "quantity": "1", "unitPrice": "1"},
+            headers={"Accept": "text/html"},
+        )
     )
     assert response.status_code == 503
     assert response.mimetype == "text/html"
