@@ -50,6 +50,20 @@ logconfig_dict = {
 }
 
 
+def on_starting(server) -> None:
+    """Two malloc arenas, as MALLOC_ARENA_MAX=2 would give, set before any thread exists.
+
+    glibc gives threads that allocate at once arenas of their own (up to 8 per core) and keeps
+    what each frees; with 8 request threads and the relay's senders that was about 2 MiB more
+    PSS per role (make bench). The GIL serialises Python's allocations anyway.
+    """
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
+
+
 def post_worker_init(worker) -> None:
     """On SIGTERM, turn not-ready first; gunicorn then finishes in-flight requests and exits."""
     from cqrs_common.web import DRAINING
