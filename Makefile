@@ -13,8 +13,9 @@ export PYTHONPATH := $(CURDIR)/functions/shared$(foreach r,$(ROLES),:$(CURDIR)/f
 .PHONY: help
 help:
 	@echo "make run      all six roles on this machine (ports 8080-8085), Ctrl-C stops them"
-	@echo "make test     every test (unit, integration, manifests, browser, images)"
+	@echo "make test     every test (unit, integration, faults, browser, manifests, tekton, images)"
 	@echo "make replay   rebuild the read store from the order log (against make run)"
+	@echo "make bench    throughput, lag, scaling, cold start, memory -> docs/benchmarks.md"
 	@echo "make lint     ruff"
 	@echo "make images | push | deploy | smoke | pipeline   the cluster side (see README)"
 
@@ -43,8 +44,8 @@ bench: venv
 
 .PHONY: lint
 lint: venv
-	$(VENV)/bin/ruff check functions tests
-	$(VENV)/bin/ruff format --check functions tests
+	$(VENV)/bin/ruff check functions tests bench tekton
+	$(VENV)/bin/ruff format --check functions tests bench tekton
 
 # What the tests need beyond Python packages. As root with apt-get we install it; otherwise we
 # say what to install.
