@@ -152,3 +152,18 @@ def test_an_unreachable_store_is_unavailable_not_a_crash() -> None:
         db.ping()
     with pytest.raises(ValueError):
         Database("mysql://x", ORDER_SCHEMA)
+
+
+def test_claims_are_handed_back_by_token_or_by_owner(orders: OrderStore) -> None:
+    for n in range(3):
+        orders.record(order(n))
+    mine = orders.claim_due(1, 60, "pod-a/1")
+    theirs = orders.claim_due(1, 60, "pod-b/1")
+    also_mine = orders.claim_due(1, 60, "pod-a/2")
+    assert orders.claim_due(10, 60, "pod-c/1") == []
+    assert orders.release("pod-a/2") == 1
+    assert [r.id for r in orders.claim_due(10, 60, "pod-c/2")] == [also_mine[0].id]
+    # A restarted pod takes back what it held, and nothing of another pod's.
+    assert orders.release_owner("pod-a") == 1
+    assert [r.id for r in orders.claim_due(10, 60, "pod-a/3")] == [mine[0].id]
+    assert theirs[0].id not in [r.id for r in orders.claim_due(10, 60, "pod-d/1")]
