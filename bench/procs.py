@@ -6,6 +6,7 @@ import http.client
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from cqrs_common.stack import Stack
@@ -13,21 +14,22 @@ from cqrs_common.stack import Stack
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Every live process of a process group (a role: gunicorn master and its workers)."""
-    pids = []
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the /proc/<pid>/stat fields after the command name) of every live process."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-        except OSError:
+        except OSError:  # the process is gone
             continue
         # Fields after the command name, which is in parentheses and may hold spaces.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid:
-            pids.append(int(entry.name))
-    return pids
+        yield int(entry.name), stat[stat.rindex(")") + 2 :].split()
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every live process of a process group (a role: gunicorn master and its workers)."""
+    return [pid for pid, fields in _proc_stats() if int(fields[2]) == pgid]
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -74,15 +76,8 @@ def tree_cpu(pid: int) -> float:
     """CPU seconds of a process, its reaped children and its live children (a PostgreSQL
     postmaster and its backends)."""
     total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(entry.name) == pid:
+    for other, fields in _proc_stats():
+        if other == pid:
             total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
         elif int(fields[1]) == pid:
             total += int(fields[11]) + int(fields[12])

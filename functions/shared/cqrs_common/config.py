@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cqrs_common.roles import ROLES_BY_NAME
 
@@ -40,7 +40,6 @@ class Settings:
     relay_max_delay: float = 60.0
     relay_poll_interval: float = 5.0
     relay_enabled: bool = True
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, role: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,5 +63,4 @@ class Settings:
             relay_max_delay=float(env.get("RELAY_MAX_DELAY", 60.0)),
             relay_poll_interval=float(env.get("RELAY_POLL_INTERVAL", 5.0)),
             relay_enabled=env.get("RELAY_ENABLED", "1") not in ("0", "false", "no"),
-            extra=dict(env) if not isinstance(env, os._Environ) else {},
         )
