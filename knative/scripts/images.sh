@@ -30,12 +30,25 @@ fi
 
 engine="${ENGINE:-}"
 if [[ -z "$engine" ]]; then
-  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-    engine=docker
+  # docker is only a client: installed is not enough, its daemon must answer `docker info`.
+  docker_error=""
+  if command -v docker >/dev/null; then
+    if docker_out="$(docker info 2>&1 >/dev/null)"; then
+      engine=docker
+    else
+      docker_error="$(printf '%s\n' "$docker_out" | grep -v '^[[:space:]]*$' | tail -n 1)"
+    fi
+  fi
+  if [[ -n "$engine" ]]; then
+    :
   elif command -v podman >/dev/null; then
     engine=podman
   elif command -v buildah >/dev/null; then
     engine=buildah
+  elif command -v docker >/dev/null; then
+    echo "docker is installed but its daemon is not running (docker info: ${docker_error:-failed}):" \
+      "start it (sudo systemctl start docker, or dockerd), or set ENGINE=podman or buildah" >&2
+    exit 2
   else
     echo "no container engine: install docker (apt-get install docker.io, then start dockerd)," \
       "podman or buildah; or set ENGINE" >&2

@@ -101,12 +101,7 @@ if [[ "$dry_run" == true ]]; then
   exit 0
 fi
 
+# Every kubectl here fails the step when it fails (set -e sees each exit status: no
+# pipelines or process substitutions around them).
 kubectl apply --namespace "$namespace" -f "$rendered"
-mapfile -t services < <(
-  kubectl get --namespace "$namespace" -f "$rendered" \
-    -o jsonpath='{range .items[?(@.kind=="Service")]}{.apiVersion}{" "}{.metadata.name}{"\n"}{end}' |
-    awk '$1 ~ /^serving\.knative\.dev\// { print "ksvc/" $2 }'
-)
-if ((${#services[@]})); then
-  kubectl wait --namespace "$namespace" --for=condition=Ready --timeout=10m "${services[@]}"
-fi
+kubectl wait --namespace "$namespace" --for=condition=Ready --timeout=10m ksvc --all

@@ -1,8 +1,9 @@
 """Start the Tekton pipeline: render tekton/pipelinerun.yaml with its params and create it.
 
 `make pipeline` runs this. With --dry-run (PIPELINE_DRY_RUN=1) it only prints the
-PipelineRun; otherwise it checks kubectl, its context, Tekton and the installed Pipeline,
-and says exactly what is missing before it creates anything.
+PipelineRun; otherwise it checks the repository URL (the cluster clones it, so a path on this
+machine is refused), kubectl, its context, Tekton and the installed Pipeline, and says exactly
+what is missing before it creates anything.
 """
 
 from __future__ import annotations
@@ -43,6 +44,23 @@ def https_url(url: str) -> str:
         host, _, path = url.partition(":")
         return f"https://{host.rpartition('@')[2]}/{path}"
     return url
+
+
+def local_repository(url: str) -> bool:
+    """A path or file:// URL: only this machine can read it, never the cluster's git-clone."""
+    if url.startswith("file:"):
+        return True
+    if "://" in url:
+        return False
+    scp_like = ":" in url and "@" in url.split(":", 1)[0]  # git@host:owner/repo.git
+    return not scp_like
+
+
+def unclonable(url: str) -> str:
+    return (
+        f"the cluster cannot clone {url}: it is a path on this machine; push the revision to a "
+        "remote the cluster reaches and set REPO_URL=https://<host>/<owner>/<repo>.git"
+    )
 
 
 def _check_params(params: dict[str, str]) -> None:
@@ -111,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         _check_params(params)
         run = render(params)
         text = yaml.safe_dump(run, sort_keys=False)
+        local = local_repository(params["repo-url"])
         if args.dry_run:
+            if local:
+                print(f"make pipeline: warning: {unclonable(params['repo-url'])}", file=sys.stderr)
             sys.stdout.write(text)
             return 0
+        if local:
+            raise Missing(unclonable(params["repo-url"]))
         check_cluster(run["metadata"]["namespace"], run["spec"]["pipelineRef"]["name"])
     except Missing as exc:
         print(f"make pipeline: {exc}", file=sys.stderr)

@@ -112,7 +112,8 @@ def test_images_refuse_latest(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("overlay", "database"), [("direct", "cnpg"), ("eventing", "single")])
 def test_deploy_dry_run_renders_everything_in_order(overlay: str, database: str) -> None:
-    env = {**os.environ, "REGISTRY": "docker.io/someone", "TAG": "t1"}
+    roles = " ".join(r.name for r in ROLES)
+    env = {**os.environ, "REGISTRY": "docker.io/someone", "TAG": "t1", "ROLES": roles}
     script = str(ROOT / "knative" / "scripts" / "deploy.sh")
     out = subprocess.run(
         [script, "--dry-run", "--overlay", overlay, "--database", database],
@@ -131,6 +132,8 @@ def test_deploy_dry_run_renders_everything_in_order(overlay: str, database: str)
     assert images == {r.service: f"docker.io/someone/{r.service}:t1" for r in ROLES}
     assert "AuthorizationPolicy" in kinds
     assert ("Trigger" in kinds) == (overlay == "eventing")
+    eventing_ns = [d for d in docs if d["metadata"].get("namespace") == "knative-eventing"]
+    assert bool(eventing_ns) == (overlay == "eventing")
 
 
 def test_make_targets_call_the_scripts(tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ def test_the_expected_kustomizations_exist() -> None:
         "knative/postgres/cnpg",
         "knative/postgres/single",
         "istio/base",
+        "istio/eventing",
         "istio/domain",
     } <= rel
 
@@ -344,11 +345,14 @@ def test_mesh_policy() -> None:
         for d in docs
         if d["kind"] == "PeerAuthentication"
     }
-    assert peers == {
-        NAMESPACE: "STRICT",
-        "knative-serving": "PERMISSIVE",
-        "knative-eventing": "PERMISSIVE",
-    }
+    # knative-eventing exists only with Eventing: its policy is istio/eventing, applied with
+    # the eventing overlay, so the default path (Serving only) never names a missing namespace
+    assert peers == {NAMESPACE: "STRICT", "knative-serving": "PERMISSIVE"}
+    (eventing,) = build("istio/eventing")
+    assert (eventing["metadata"]["namespace"], eventing["spec"]["mtls"]["mode"]) == (
+        "knative-eventing",
+        "PERMISSIVE",
+    )
     policies = {
         d["spec"]["selector"]["matchLabels"]["serving.knative.dev/service"]: d
         for d in docs
@@ -371,7 +375,9 @@ def test_mesh_policy() -> None:
 
 def test_custom_domain() -> None:
     docs = build("istio/domain")
-    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    assert maps["config-network"]["data"] == {"autocreate-cluster-domain-claims": "true"}
+    cm = maps["config-domain"]
     (dm,) = [d for d in docs if d["kind"] == "DomainMapping"]
     assert (cm["metadata"]["name"], cm["metadata"]["namespace"]) == (
         "config-domain",

@@ -610,9 +610,11 @@ def test_push_to_main_starts_a_run(tekton_docs: list[dict[str, Any]]) -> None:
         if d["kind"] in {"RoleBinding", "ClusterRoleBinding"}
         and {"kind": "ServiceAccount", "name": account, "namespace": CI_NAMESPACE} in d["subjects"]
     }
+    # its own narrow roles, not Triggers' stock ones (those read every Secret); what they
+    # allow is checked against the real authorizer in tests/upstream
     assert roles == {
-        ("RoleBinding", "tekton-triggers-eventlistener-roles"),
-        ("ClusterRoleBinding", "tekton-triggers-eventlistener-clusterroles"),
+        ("RoleBinding", "cqrs-triggers-eventlistener"),
+        ("ClusterRoleBinding", "cqrs-triggers-eventlistener"),
     }
 
 

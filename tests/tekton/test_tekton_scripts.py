@@ -31,7 +31,7 @@ URLS = {role.name: f"docker.io/{USER}/{role.service}:{TAG}" for role in ROLES}
 
 
 def fake(bin_dir: Path, name: str, body: str) -> None:
-    bin_dir.mkdir(exist_ok=True)
+    bin_dir.mkdir(parents=True, exist_ok=True)
     path = bin_dir / name
     path.write_text("#!/usr/bin/env bash\n" + body)
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
@@ -111,34 +111,46 @@ def test_deploy_refuses_an_image_the_overlay_does_not_have() -> None:
     assert "not pinned to a pushed digest" in result.stderr and "cqrs-order-db" in result.stderr
 
 
-def test_deploy_applies_then_waits_for_the_knative_services(tmp_path: Path) -> None:
+def fake_kubectl(tmp_path: Path, fail: str = "") -> tuple[Path, Path]:
+    """A kubectl that logs its calls, renders for real, and exits 1 on the verb `fail`."""
     real = shutil.which("kubectl")
     assert real, "kubectl is needed for `kubectl kustomize`"
     log, applied = tmp_path / "kubectl.log", tmp_path / "applied.yaml"
-    services = "".join(f"serving.knative.dev/v1 {r.service}\\n" for r in ROLES)
     fake(
         tmp_path / "bin",
         "kubectl",
         f"""echo "$*" >>{log}
+[[ "$1" == "{fail}" ]] && {{ echo "error: {fail} refused" >&2; exit 1; }}
 case "$1" in
   kustomize) exec {real} "$@" ;;
   apply) cat "${{@: -1}}" >{applied} ;;
-  get) printf '{services}v1 a-plain-service\\n' ;;
 esac
 """,
     )
+    return log, applied
+
+
+def test_deploy_applies_then_waits_for_the_knative_services(tmp_path: Path) -> None:
+    log, applied = fake_kubectl(tmp_path)
     result = deploy(env={"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
     assert result.returncode == 0, result.stderr
     calls = log.read_text().splitlines()
     assert calls[0].startswith("kustomize ")
     assert calls[1].startswith(f"apply --namespace {SHOP_NAMESPACE} -f ")
-    assert calls[2].startswith(f"get --namespace {SHOP_NAMESPACE} -f ")
-    assert calls[3] == (
-        f"wait --namespace {SHOP_NAMESPACE} --for=condition=Ready --timeout=10m "
-        + " ".join(f"ksvc/{r.service}" for r in ROLES)
-    )
+    assert calls[2:] == [
+        f"wait --namespace {SHOP_NAMESPACE} --for=condition=Ready --timeout=10m ksvc --all"
+    ]
     text = applied.read_text()
     assert all(f"@{digest}" in text for digest in DIGESTS.values())
+
+
+@pytest.mark.parametrize("verb", ["apply", "wait"])
+def test_deploy_fails_when_any_kubectl_fails(tmp_path: Path, verb: str) -> None:
+    log, _ = fake_kubectl(tmp_path, fail=verb)
+    result = deploy(env={"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    assert result.returncode != 0
+    assert f"error: {verb} refused" in result.stderr
+    assert log.read_text().splitlines()[-1].startswith(verb)
 
 
 # --- build-image.sh --------------------------------------------------------------------
@@ -212,9 +224,15 @@ def test_build_refuses_what_would_fail_late(tmp_path: Path) -> None:
 # --- run-tests.sh ----------------------------------------------------------------------
 
 
-def test_run_tests_waits_for_postgres_then_runs_make_test(tmp_path: Path) -> None:
-    log = tmp_path / "make.log"
-    fake(tmp_path / "bin", "make", f'echo "$PWD $*" >{log}\n')
+def fake_python(tmp_path: Path, log: Path) -> dict[str, str]:
+    """A HOME whose venv python logs its calls: run-tests.sh then installs nothing."""
+    home = tmp_path / "home"
+    fake(home / "venv" / "bin", "python", f'echo "$PWD $*" >>{log}\n')
+    return {"HOME": str(home)}
+
+
+def test_run_tests_waits_for_postgres_then_runs_the_pipeline_tests(tmp_path: Path) -> None:
+    log = tmp_path / "python.log"
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -222,31 +240,36 @@ def test_run_tests_waits_for_postgres_then_runs_make_test(tmp_path: Path) -> Non
         result = run(
             ["bash", str(SCRIPTS / "run-tests.sh")],
             env={
-                "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+                **fake_python(tmp_path, log),
                 "TEST_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/postgres",
                 "DB_WAIT_SECONDS": "5",
             },
             cwd=tmp_path,
         )
     assert result.returncode == 0, result.stderr
-    assert log.read_text() == f"{ROOT} test\n"
+    install, pytest_run = log.read_text().splitlines()
+    assert install == f"{ROOT} -m pip install --quiet --disable-pip-version-check -e .[test]"
+    assert pytest_run == (
+        f"{ROOT} -m pytest -p no:cacheprovider "
+        "tests/unit tests/integration tests/manifests tests/e2e"
+    )
 
 
 def test_run_tests_gives_up_when_postgres_never_comes(tmp_path: Path) -> None:
-    fake(tmp_path / "bin", "make", "exit 0\n")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, not listening: connections are refused
         result = run(
             ["bash", str(SCRIPTS / "run-tests.sh")],
             env={
-                "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+                **fake_python(tmp_path, tmp_path / "python.log"),
                 "TEST_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/postgres",
                 "DB_WAIT_SECONDS": "1",
             },
         )
     assert result.returncode != 0
     assert "did not come up" in result.stderr
+    assert not (tmp_path / "python.log").exists()
 
 
 # --- pipelinerun.py and make pipeline ------------------------------------------------------
