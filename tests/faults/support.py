@@ -155,13 +155,15 @@ class FaultyHop:
     """An HTTP hop that forwards CloudEvents to `target`, slowly or not at all when told to.
 
     `delay` seconds are spent before forwarding; events whose `ce-subject` is in `refuse` are
-    answered 400, as a receiver that can never take them would.
+    answered 400, as a receiver that can never take them would; with `status` set, every event
+    is answered that status and forwarded nowhere (a receiver that is down).
     """
 
     def __init__(self, target: str = "") -> None:
         self.target = target
         self.delay = 0.0
         self.refuse: set[str] = set()
+        self.status: int | None = None
         self.received: list[dict[str, str]] = []
         self.arrived = threading.Event()
         hop = self
@@ -176,12 +178,16 @@ class FaultyHop:
                     for k, v in self.headers.items()
                     if k.lower().startswith("ce-") or k.lower() == "content-type"
                 }
-                hop.received.append(headers)
+                # All of them recorded (budgets, trace headers); only the event passed on.
+                hop.received.append({k.lower(): v for k, v in self.headers.items()})
                 hop.arrived.set()
                 if hop.delay:
                     time.sleep(hop.delay)
                 if self.headers.get("ce-subject") in hop.refuse:
                     self._answer(400, b'{"title": "refused by the faulty hop"}')
+                    return
+                if hop.status is not None:
+                    self._answer(hop.status, b'{"title": "set by the test"}')
                     return
                 try:
                     upstream = requests.post(hop.target, headers=headers, data=body, timeout=30)

@@ -43,6 +43,25 @@ def test_every_role_answers_health_and_readiness(live_stack: Stack) -> None:
         assert requests.get(f"{live_stack.url(role)}/readyz", timeout=5).status_code == 200
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The IPv4/IPv6 addresses something listens on at `port` (/proc/net/tcp*, state 0A)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hexport = local.rpartition(":")
+            if state == "0A" and int(hexport, 16) == port:
+                found.add(address)
+    return found
+
+
+def test_every_role_listens_on_loopback_only(live_stack: Stack) -> None:
+    loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+    for role, port in live_stack.ports.items():
+        addresses = listening_addresses(port)
+        assert addresses and addresses <= loopback, (role, addresses)
+
+
 def test_thousand_concurrent_orders_all_show_exactly(live_stack: Stack) -> None:
     base = live_stack.url("dispatcher")
     before = totals(base)

@@ -7,9 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from cqrs_common.db import Database
+from cqrs_common.db import Database, StoreUnavailableError
 from cqrs_common.domain import Order, StatsDelta
-from cqrs_common.web import StoreUnavailableError
 from order_db.store import SCHEMA as ORDER_SCHEMA
 from order_db.store import OrderStore
 from stats_order_db.store import SCHEMA as STATS_SCHEMA

@@ -42,6 +42,8 @@ class Router(BaseAdapter):
         self.seen: list[tuple[str, str, str, dict[str, str]]] = []  # (role, method, path, headers)
         self.down: set[str] = set()  # roles that refuse connections
         self.refuse: set[str] = set()  # roles that answer every request 400
+        self.status: dict[str, int] = {}  # roles that answer every request with this status
+        self.lose: set[str] = set()  # roles whose next answer is lost after they acted on it
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         url = urlsplit(request.url)
@@ -52,10 +54,15 @@ class Router(BaseAdapter):
         self.seen.append((role, request.method or "GET", url.path, headers))
         if role in self.refuse:
             return self._answer(request, 400, b'{"title": "refused for the test"}')
+        if role in self.status:
+            return self._answer(request, self.status[role], b'{"title": "set by the test"}')
         answer = self.apps[role].test_client().open(
             url.path, method=request.method, headers=headers, data=request.body,
             query_string=url.query,
         )  # fmt: skip
+        if role in self.lose:
+            self.lose.discard(role)
+            raise requests.ReadTimeout(f"{role} acted, but its answer was lost")
         return self._answer(request, answer.status_code, answer.get_data(), dict(answer.headers))
 
     @staticmethod

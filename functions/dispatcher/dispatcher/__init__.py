@@ -15,6 +15,7 @@ from cqrs_common.domain import (
     PRODUCTS,
     PlaceOrder,
     ValidationError,
+    order_id_for,
     parse_order_id,
     parse_place_order,
 )
@@ -41,8 +42,12 @@ class Gateway:
         self.client = client
 
     def place_order(self, command: PlaceOrder, idempotency_key: str | None) -> str:
+        # The order's id is made here, once, before the first hop that may be retried: every
+        # try then carries it, and order-db stores the order once however often a hop retries.
+        order_id = order_id_for(idempotency_key)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
         body = {
+            "orderId": order_id,
             "product": command.product,
             "quantity": command.quantity,
             "unitPrice": str(command.unit_price),

@@ -19,6 +19,9 @@ from order_db.relay import OutboxRelay
 from order_db.store import PARKED, PENDING, SCHEMA, OrderStore
 
 MAX_PAGE = 1000
+# The largest id or sequence a store holds (a signed 64-bit integer in SQLite and PostgreSQL);
+# a larger number in a URL names nothing, and must not reach the driver (which would overflow).
+MAX_ID = 2**63 - 1
 
 
 def create_app(env: Mapping[str, str] | None = None) -> Flask:
@@ -67,8 +70,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
             limit = min(int(request.args.get("limit", 500)), MAX_PAGE)
         except ValueError:
             raise ValidationError("after", "after and limit must be whole numbers") from None
-        if after < 0 or limit < 1:
-            raise ValidationError("after", "after must be >= 0 and limit >= 1")
+        if not 0 <= after <= MAX_ID or limit < 1:
+            raise ValidationError("after", f"after must be from 0 to {MAX_ID} and limit >= 1")
         page = store.page(after, limit)
         return jsonify(
             orders=[events.recorded_to_data(order, seq) for order, seq in page],
@@ -95,7 +98,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
 
     @app.post("/outbox/<int:row_id>/retry")
     def retry(row_id: int) -> Response:
-        if not store.retry(row_id):
+        if row_id > MAX_ID or not store.retry(row_id):
             return problem(404, "Not Found", f"no parked outbox row {row_id}")
         relay.wake()
         return jsonify(id=row_id, status=PENDING)

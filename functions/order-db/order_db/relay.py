@@ -17,9 +17,10 @@ from cloudevents.core.base import BaseCloudEvent
 
 from cqrs_common import events
 from cqrs_common.cloudevents_io import RejectedEventError, new_event
+from cqrs_common.db import StoreUnavailableError
 from cqrs_common.http import UpstreamError
 from cqrs_common.roles import ORDER_DB
-from cqrs_common.web import DRAINING, StoreUnavailableError
+from cqrs_common.web import DRAINING
 from order_db.store import OrderStore, OutboxRow
 
 logger = logging.getLogger(__name__)

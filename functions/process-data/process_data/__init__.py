@@ -21,7 +21,7 @@ from cqrs_common.config import Settings
 from cqrs_common.domain import Order, ValidationError, delta_for
 from cqrs_common.http import Client
 from cqrs_common.roles import PROCESS_DATA
-from cqrs_common.web import create_base_app, incoming_event, problem
+from cqrs_common.web import create_base_app, incoming_event, no_deadline, problem
 
 logger = logging.getLogger(__name__)
 REPLAY_PAGE = 500
@@ -52,8 +52,11 @@ def replay(
 
 def create_app(env: Mapping[str, str] | None = None) -> Flask:
     settings = Settings.from_env(PROCESS_DATA.name, env)
-    client = Client(settings.http_timeout, settings.http_retries)
-    publish = Publisher(settings.sink, client)
+    # Live deltas get one try: the outbox relay (or the broker) that delivered the event retries
+    # it. A replay is an operator's long job with no one to retry each step: it retries itself.
+    publish = Publisher(settings.sink, Client(settings.http_timeout, retries=0))
+    replay_client = Client(settings.http_timeout, settings.http_retries)
+    replay_publish = Publisher(settings.sink, replay_client)
     app = create_base_app(settings, __name__)
 
     @app.post("/")
@@ -74,7 +77,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     @app.post("/replay")
     def replay_route() -> Response:
         logger.info("replay requested", extra={"traceparent": request.headers.get("traceparent")})
-        result = replay(client, settings.order_db_url, publish)
+        no_deadline()  # as long as the log takes; each call still has its own timeout
+        result = replay(replay_client, settings.order_db_url, replay_publish)
         logger.info("replay done: %s orders", result["replayed"])
         return jsonify(result)
 

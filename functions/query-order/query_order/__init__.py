@@ -15,7 +15,8 @@ from cqrs_common.web import create_base_app
 
 def create_app(env: Mapping[str, str] | None = None) -> Flask:
     settings = Settings.from_env(QUERY_ORDER.name, env)
-    client = Client(settings.http_timeout, settings.http_retries)
+    # One try: the dispatcher retries its query, so retrying here too would multiply.
+    client = Client(settings.http_timeout, retries=0)
     app = create_base_app(settings, __name__)
 
     @app.get("/stats")

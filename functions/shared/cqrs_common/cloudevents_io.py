@@ -21,6 +21,10 @@ class BadEventError(ValueError):
     """The request is not a valid CloudEvent: answered 400, which no broker retries."""
 
 
+class UnsupportedEventModeError(BadEventError):
+    """A content mode this receiver does not take (batched events): answered 415."""
+
+
 class RejectedEventError(Exception):
     """The receiver refused the event for good (a 4xx other than the retryable ones)."""
 
@@ -37,6 +41,10 @@ RETRYABLE_4XX = frozenset({404, 408, 409, 429})
 def read_event(headers: dict[str, str], body: bytes) -> BaseCloudEvent:
     """Parse a CloudEvent from HTTP; raises BadEventError for anything malformed."""
     headers = {name.lower(): value for name, value in headers.items()}
+    if headers.get("content-type", "").lower().startswith("application/cloudevents-batch"):
+        # Knative delivers one event per request; a batch would need all-or-nothing semantics
+        # that no sender here relies on.
+        raise UnsupportedEventModeError("batched CloudEvents are not accepted; send one event")
     if not any(name.startswith("ce-") for name in headers) and not headers.get(
         "content-type", ""
     ).startswith("application/cloudevents"):
@@ -45,6 +53,8 @@ def read_event(headers: dict[str, str], body: bytes) -> BaseCloudEvent:
         event = from_http_event(HTTPMessage(headers=headers, body=body))
     except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
         raise BadEventError(f"malformed CloudEvent: {exc}") from None
+    except RecursionError:
+        raise BadEventError("malformed CloudEvent: JSON nested too deeply") from None
     if event.get_specversion() != "1.0":
         raise BadEventError("only CloudEvents 1.0 is accepted")
     return event
@@ -58,6 +68,8 @@ def event_data(event: BaseCloudEvent) -> Any:
             return json.loads(data, parse_float=Decimal)
         except ValueError:
             raise BadEventError("event data is not JSON") from None
+        except RecursionError:
+            raise BadEventError("event data is nested too deeply") from None
     return data
 
 

@@ -32,9 +32,13 @@ class Settings:
     order_db_url: str
     database_url: str
     log_level: str = "INFO"
-    # Outbound calls: seconds to connect and to read, and how often to retry a transient failure.
+    # Outbound calls: seconds to connect and to read, and how often to retry a transient failure
+    # (at the edge only: the dispatcher; the roles behind it make one try each).
     http_timeout: tuple[float, float] = (2.0, 10.0)
     http_retries: int = 3
+    # A request's budget when its caller sends none (cqrs_common.deadline): the Knative
+    # Services' timeoutSeconds, after which queue-proxy answers 504 anyway.
+    request_timeout: float = 30.0
     # Outbox relay: first retry delay, its ceiling, and how often to look for due rows anyway.
     relay_base_delay: float = 0.5
     relay_max_delay: float = 60.0
@@ -59,6 +63,7 @@ class Settings:
             order_db_url=env.get("ORDER_DB_URL", _local_url("order-db")),
             database_url=env.get("DATABASE_URL", default_db),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            request_timeout=float(env.get("REQUEST_TIMEOUT", 30.0)),
             relay_base_delay=float(env.get("RELAY_BASE_DELAY", 0.5)),
             relay_max_delay=float(env.get("RELAY_MAX_DELAY", 60.0)),
             relay_poll_interval=float(env.get("RELAY_POLL_INTERVAL", 5.0)),

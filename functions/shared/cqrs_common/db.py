@@ -5,7 +5,9 @@ its own connection for reads (and for PostgreSQL writes). On SQLite every write 
 goes through one connection with group commit: the transactions that arrive while a commit is
 being flushed share the next COMMIT and its fsync, each inside its own SAVEPOINT, and none of
 them returns before that COMMIT is durable. A failure to reach or commit to the store becomes
-StoreUnavailableError (answered 503, so senders retry).
+StoreUnavailableError (answered 503, so senders retry): a server gone, a file that cannot be
+opened, a PostgreSQL that only reads (a standby after a failover). The connection is dropped
+then, so the next transaction reconnects and the store recovers by itself once it is back.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from cqrs_common.web import StoreUnavailableError
-
 logger = logging.getLogger(__name__)
 
 # Taken by every process creating the schema on PostgreSQL, so replicas starting together
 # do not race on CREATE TABLE IF NOT EXISTS.
 _SCHEMA_LOCK_KEY = 0x63717273
+# SQLSTATE 25006: a write in a read-only transaction (a hot standby, or a primary told to only
+# read, as after a failover until the clients reconnect to the new primary).
+_PG_READ_ONLY = "25006"
+
+
+class StoreUnavailableError(Exception):
+    """The store could not be reached or could not commit; answered 503 so the sender retries."""
+
+
+class StoreReadOnlyError(StoreUnavailableError):
+    """The store answers but takes no writes (a standby, a read-only folder)."""
 
 
 class Transaction:
@@ -89,7 +100,11 @@ class Database:
     def _connect(self) -> Any:
         if self.dialect == "sqlite":
             if os.path.dirname(self.path):
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                try:
+                    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                except OSError as exc:  # a read-only parent: unavailable until it is writable
+                    message = f"cannot create the store's folder: {exc}"
+                    raise sqlite3.OperationalError(message) from None
             conn = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
@@ -123,7 +138,18 @@ class Database:
             return (sqlite3.OperationalError, sqlite3.DatabaseError)
         import psycopg
 
-        return (psycopg.OperationalError, psycopg.InterfaceError)
+        read_only = psycopg.errors.ReadOnlySqlTransaction
+        return (psycopg.OperationalError, psycopg.InterfaceError, read_only)
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        """Translate a driver error, and forget this thread's connection: the next transaction
+        opens a new one (to the new primary after a failover, or a file now writable)."""
+        self._drop_connection()
+        message = f"{self.dialect} store: {str(exc).strip()}"
+        read_only = getattr(exc, "sqlstate", None) == _PG_READ_ONLY or (
+            isinstance(exc, sqlite3.Error) and "readonly" in str(exc)
+        )
+        return StoreReadOnlyError(message) if read_only else StoreUnavailableError(message)
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -147,8 +173,7 @@ class Database:
                 with conn.transaction(), conn.cursor() as cursor:
                     yield Transaction(cursor, self.dialect)
         except errors as exc:
-            self._drop_connection()
-            raise StoreUnavailableError(f"{self.dialect} store: {exc}") from None
+            raise self._unavailable(exc) from None
 
     @contextmanager
     def _sqlite_group_write(self) -> Iterator[Transaction]:
@@ -230,8 +255,7 @@ class Database:
                 with conn.transaction(), conn.cursor() as cursor:
                     yield Transaction(cursor, self.dialect)
         except errors as exc:
-            self._drop_connection()
-            raise StoreUnavailableError(f"{self.dialect} store: {exc}") from None
+            raise self._unavailable(exc) from None
 
     def ensure_schema(self) -> None:
         """Create the tables if they are missing; safe to run from every process at start."""
@@ -246,9 +270,20 @@ class Database:
             self._schema_ready = True
 
     def ping(self) -> None:
-        """Raise StoreUnavailableError unless the store answers (readiness)."""
+        """Raise StoreUnavailableError unless the store answers and takes writes (readiness)."""
+        if self.dialect == "sqlite":
+            with self.read() as tx:
+                tx.execute("SELECT 1").fetchone()
+            if not os.access(self.path, os.W_OK):  # a read-only file, folder or mount
+                raise StoreReadOnlyError(f"sqlite store: {self.path} is not writable")
+            return
         with self.read() as tx:
-            tx.execute("SELECT 1").fetchone()
+            read_only = tx.execute("SHOW transaction_read_only").fetchone()[0] == "on"
+        if read_only:
+            # A standby, or a session begun read-only: writes would fail, so not ready. A new
+            # connection for the next check sees whether that is still so.
+            self._drop_connection()
+            raise StoreReadOnlyError("postgresql store: the server takes no writes")
 
     def close(self) -> None:
         self._drop_connection()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -19,6 +20,13 @@ CENT = Decimal("0.01")
 _ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _DIGITS = re.compile(r"^[0-9]{1,16}$")
 _MONEY = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,16})?$")
+# Order ids made from an Idempotency-Key live in their own UUID namespace.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("8f0d5a3e-6c1b-4d0e-9a57-3b1f2c4e5d60")
+MAX_KEY_LENGTH = 255
+# A customer reads the refusals of these fields on the page (and an API client in
+# `invalid-params`), so their reasons are whole sentences naming the field in plain words.
+_LABELS = {"unitPrice": "Unit price"}
+CHOOSE_PRODUCT = "Choose a product: " + " or ".join(PRODUCTS) + "."
 
 
 class ValidationError(ValueError):
@@ -31,6 +39,15 @@ class ValidationError(ValueError):
     @property
     def field(self) -> str:
         return next(iter(self.errors))
+
+
+def reason_sentence(field: str, reason: str) -> str:
+    """One reason as a sentence that stands alone: a customer's field already has one; a
+    terse reason ("must be ...") gets its field's name in front."""
+    text = reason.strip()
+    if not text[:1].isupper():
+        text = f"{field[:1].upper()}{field[1:]} {text}"
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 @dataclass(frozen=True)
@@ -79,15 +96,13 @@ def now_iso() -> str:
 
 
 def parse_product(value: Any) -> str:
-    if value is None or value == "":
-        raise ValidationError("product", "is required; one of: " + ", ".join(PRODUCTS))
-    if not isinstance(value, str) or value not in PRODUCTS:
-        raise ValidationError("product", "unknown product; one of: " + ", ".join(PRODUCTS))
+    if not isinstance(value, str) or value not in PRODUCTS:  # missing or unknown alike
+        raise ValidationError("product", CHOOSE_PRODUCT)
     return value
 
 
 def parse_quantity(value: Any) -> int:
-    message = f"must be a whole number from 1 to {MAX_QUANTITY:,}"
+    message = f"Quantity must be a whole number from 1 to {MAX_QUANTITY:,}."
     if isinstance(value, bool):
         raise ValidationError("quantity", message)
     if isinstance(value, str):
@@ -118,8 +133,10 @@ def parse_money(
     Strings and JSON numbers are accepted; JSON numbers should reach here as Decimal
     (parse JSON with `parse_float=Decimal`) so no binary float ever touches money.
     """
-    limit = f" up to {maximum:,}" if maximum is not None else ""
-    message = f"must be a decimal from 0{limit} with at most {max_places} decimal places"
+    label = _LABELS.get(field, field)
+    limit = f"from 0 to {maximum:,}" if maximum is not None else "of 0 or more"
+    example = ", such as 1.50" if max_places == 2 else ""
+    message = f"{label} must be a number {limit} with at most {max_places} decimal places{example}."
     if isinstance(value, bool) or value is None:
         raise ValidationError(field, message)
     if isinstance(value, str):
@@ -150,6 +167,21 @@ def parse_order_id(value: Any) -> str:
     if not isinstance(value, str) or not _ORDER_ID.match(value):
         raise ValidationError("orderId", "must be 1 to 64 letters, digits or ._:- characters")
     return value
+
+
+def order_id_for(idempotency_key: str | None) -> str:
+    """The id of a new order, made once where the order enters the shop and passed on to every
+    hop, so however often a hop retries, order-db stores it once. With an Idempotency-Key it is
+    derived from the key, so a retried request gets the same id; without one it is new."""
+    if idempotency_key is None:
+        return str(uuid.uuid4())
+    key = idempotency_key.strip()
+    # Visible ASCII only: what an HTTP header carries intact through every proxy.
+    if not key or len(key) > MAX_KEY_LENGTH or not (key.isascii() and key.isprintable()):
+        raise ValidationError(
+            "Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"
+        )
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, key))
 
 
 def parse_timestamp(value: Any, field: str) -> str:

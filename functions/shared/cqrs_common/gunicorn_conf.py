@@ -11,7 +11,9 @@ import signal
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-worker_class = "gthread"
+# gthread, with each request read whole by the worker's event loop before a thread takes it: a
+# slow or silent client can no longer hold the 8 threads (cqrs_common.gunicorn_worker).
+worker_class = "cqrs_common.gunicorn_worker.BufferedThreadWorker"
 # No worker timeout (Knative's own request timeout applies), as the Knative Python samples do.
 timeout = 0
 # In-flight requests get this long after SIGTERM, inside Kubernetes' 30 s grace period.
@@ -51,6 +53,33 @@ logconfig_dict = {
 
 
 def on_starting(server) -> None:
+    """Two malloc arenas (below); and, under `make run`, stop when the supervisor is gone."""
+    _limit_malloc_arenas()
+    _watch_lifeline()
+
+
+def _watch_lifeline() -> None:
+    """Under cqrs_common.stack, fd CQRS_SUPERVISOR_FD is the read end of a pipe only the
+    supervisor can write to: it reads end-of-file when the supervisor exits, however it exits
+    (SIGKILL included), and this master then stops as on SIGTERM, workers and all."""
+    import threading
+
+    fd = os.environ.get("CQRS_SUPERVISOR_FD", "")
+    if not fd.isdigit():
+        return
+
+    def watch() -> None:
+        try:
+            while os.read(int(fd), 64):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-lifeline", daemon=True).start()
+
+
+def _limit_malloc_arenas() -> None:
     """Two malloc arenas, as MALLOC_ARENA_MAX=2 would give, set before any thread exists.
 
     glibc gives threads that allocate at once arenas of their own (up to 8 per core) and keeps

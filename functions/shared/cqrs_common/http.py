@@ -1,4 +1,5 @@
-"""Calls between roles: timeouts, pooled connections, bounded retries, trace headers passed on.
+"""Calls between roles: timeouts within the request's budget, pooled connections, bounded retries
+at the edge only, trace headers passed on.
 
 Plain-HTTP calls go through a small keep-alive pool of http.client connections: a call through
 requests' full stack cost about ten times the CPU, and every order makes four of these calls.
@@ -20,7 +21,8 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3.util.retry import Retry
+
+from cqrs_common.deadline import BUDGET_HEADER, MIN_CALL, Deadline
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,24 @@ class UpstreamError(Exception):
         self.target = target
         self.detail = detail
         self.status = status
+
+
+class DeadlineExceededError(UpstreamError):
+    """The request's budget ran out before another role answered: answered 504."""
+
+    def __init__(self, target: str, detail: str) -> None:
+        super().__init__(target, detail, 504)
+
+
+def current_deadline() -> Deadline | None:
+    """The deadline of the request being served (set by cqrs_common.web), if any."""
+    try:
+        from flask import g, has_request_context
+    except ImportError:  # pragma: no cover - flask is always installed in the roles
+        return None
+    if not has_request_context():
+        return None
+    return g.get("deadline")
 
 
 def forward_headers() -> dict[str, str]:
@@ -148,9 +168,12 @@ class ConnectionPool(BaseAdapter):
 
 
 class Client:
-    """A pooled HTTP session that retries transient failures with bounded exponential backoff.
+    """A pooled HTTP session that retries transient failures with bounded exponential backoff,
+    within the budget of the request being served (cqrs_common.deadline).
 
-    Every method is retried, POST included: every receiver here is idempotent by order id.
+    Every method is retried, POST included: every receiver here is idempotent by order id. Only
+    the edge of a chain retries (the dispatcher, the outbox relay); a role in the middle makes
+    one try (retries=0), so a failure deep down costs the edge's tries, not their product.
     """
 
     def __init__(
@@ -165,72 +188,74 @@ class Client:
         self.backoff = backoff
         self.session = requests.Session()
         self.session.trust_env = False  # no proxies between roles; and reading them costs
-        retry = Retry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            allowed_methods=None,
-            status_forcelist=RETRY_STATUSES,
-            backoff_factor=backoff,
-            backoff_max=2.0,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-        )
-        self.session.mount(
-            "https://", HTTPAdapter(pool_connections=8, pool_maxsize=pool_size, max_retries=retry)
-        )
+        # No retries below this class: they would multiply with its own.
+        self.session.mount("https://", HTTPAdapter(pool_connections=8, pool_maxsize=pool_size))
         self.session.mount("http://", ConnectionPool(pool_size))
 
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        headers = {**forward_headers(), **kwargs.pop("headers", {})}
-        pool = self.session.get_adapter(url)
-        if isinstance(pool, ConnectionPool):
-            return self._fast_request(pool, method, url, headers, **kwargs)
-        try:
-            return self.session.request(
-                method, url, headers=headers, timeout=kwargs.pop("timeout", self.timeout), **kwargs
-            )
-        except requests.RequestException as exc:
-            raise UpstreamError(url, f"unreachable ({type(exc).__name__})") from None
-
-    def _fast_request(
+    def request(
         self,
-        pool: ConnectionPool,
         method: str,
         url: str,
-        headers: dict[str, str],
         *,
+        headers: Mapping[str, str] | None = None,
         json: Any = None,
         data: bytes | str | None = None,
         params: Mapping[str, Any] | None = None,
         timeout: tuple[float, float] | None = None,
+        deadline: Deadline | None = None,
     ) -> requests.Response:
-        """The same retry rule as urllib3's Retry above: connection failures and RETRY_STATUSES,
-        at most `retries` more tries, the first at once, then backoff doubling up to 2 s (or
-        the peer's Retry-After); the last answer is returned whatever its status."""
+        """One call with retries: connection failures and RETRY_STATUSES, at most `retries` more
+        tries, the first at once, then backoff doubling up to 2 s (or the peer's Retry-After),
+        never past the deadline (the given one, else the served request's). Each try carries the
+        time it is given in X-Request-Timeout-Ms. The last answer is returned whatever its
+        status; DeadlineExceededError when the budget ran out first."""
+        sent = {**forward_headers(), **(headers or {})}
         if json is not None:
             data = jsonlib.dumps(json).encode()
-            headers.setdefault("Content-Type", "application/json")
+            sent.setdefault("Content-Type", "application/json")
         body = data.encode() if isinstance(data, str) else data
         if params:
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
-        timeout = timeout or self.timeout
+        deadline = deadline or current_deadline()
+        connect, read = timeout or self.timeout
         for attempt in range(self.retries + 1):
+            budget = read if deadline is None else min(read, deadline.for_call())
+            if budget < MIN_CALL:
+                raise DeadlineExceededError(url, "no time left in the request's budget")
+            sent[BUDGET_HEADER] = str(int(budget * 1000))
             delay = 0.0 if attempt == 0 else min(2.0, self.backoff * 2**attempt)
             try:
-                response = pool.urlopen(method, url, body, headers, timeout)
-            except (OSError, http.client.HTTPException) as exc:
-                if attempt == self.retries:
+                response = self._send(method, url, body, sent, (min(connect, budget), budget))
+            except (OSError, http.client.HTTPException, requests.RequestException) as exc:
+                timed_out = isinstance(exc, (TimeoutError, requests.Timeout))
+                if timed_out and budget < read:
+                    detail = "no answer within the request's budget"
+                    raise DeadlineExceededError(url, detail) from None
+                if attempt == self.retries or not _time_for(deadline, delay):
                     raise UpstreamError(url, f"unreachable ({type(exc).__name__})") from None
             else:
                 if response.status_code not in RETRY_STATUSES or attempt == self.retries:
                     return response
                 retry_after = response.headers.get("Retry-After", "")
                 if response.status_code in (429, 503) and retry_after.isdigit():
-                    delay = min(float(retry_after), 10.0)
+                    delay = min(float(retry_after[:3]), 10.0)
+                if not _time_for(deadline, delay):
+                    return response
             time.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: tuple[float, float],
+    ) -> requests.Response:
+        transport = self.session.get_adapter(url)
+        if isinstance(transport, ConnectionPool):
+            return transport.urlopen(method, url, body, headers, timeout)
+        return self.session.request(method, url, data=body, headers=headers, timeout=timeout)
 
     def get_json(self, url: str, **kwargs: Any) -> Any:
         response = self.request("GET", url, **kwargs)
@@ -243,3 +268,8 @@ class Client:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _time_for(deadline: Deadline | None, delay: float) -> bool:
+    """Whether another try still fits in the budget after waiting `delay`."""
+    return deadline is None or deadline.for_call() - delay >= MIN_CALL

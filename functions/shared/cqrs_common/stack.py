@@ -1,5 +1,8 @@
 """All six roles on one machine under gunicorn, restarted when they die: what `make run` starts.
 
+The roles die with their supervisor, however it ends: each holds the read end of a pipe whose
+only write end is the supervisor's, and its gunicorn master stops itself when the pipe closes
+(gunicorn_conf.on_starting). A busy port stops the start at once, naming the process holding it.
 The tests and benchmarks start the same stack on free ports with throwaway stores.
 """
 
@@ -19,6 +22,7 @@ from typing import IO
 
 import requests
 
+from cqrs_common.ports import holder_of, port_is_free
 from cqrs_common.roles import (
     COMMAND_ORDER,
     ORDER_DB,
@@ -36,6 +40,18 @@ SINKS = {
     ORDER_DB.name: PROCESS_DATA,
     PROCESS_DATA.name: STATS_ORDER_DB,
 }
+
+
+# The environment variable naming the lifeline's file descriptor in each role.
+LIFELINE_ENV = "CQRS_SUPERVISOR_FD"
+
+
+class PortBusyError(RuntimeError):
+    """A role's port is taken; the message names the port, the role and who holds it."""
+
+
+# How long `make run` lets the roles finish in-flight requests when it stops.
+STOP_GRACE = 5.0
 
 
 def free_port() -> int:
@@ -73,6 +89,7 @@ class Stack:
         self._paused: set[str] = set()
         self._lock = threading.RLock()
         self._watcher: threading.Thread | None = None
+        self._lifeline: tuple[int, int] | None = None  # (read, write) ends of the pipe
 
     def url(self, role: str) -> str:
         return f"http://127.0.0.1:{self.ports[role]}"
@@ -94,6 +111,9 @@ class Stack:
         }
         env.pop("K_SINK", None)
         env.pop("DATABASE_URL", None)
+        env.pop(LIFELINE_ENV, None)
+        if self._lifeline is not None:
+            env[LIFELINE_ENV] = str(self._lifeline[0])
         if role in SINKS:
             env["K_SINK"] = self.url(SINKS[role].name)
         if role in self.database_urls:
@@ -104,9 +124,12 @@ class Stack:
 
     def spawn(self, role: str) -> None:
         package = ROLES_BY_NAME[role].package
+        # Loopback only: on one machine, loopback is the boundary (internal routes such as
+        # /replay take no credential). A container binds all interfaces (gunicorn_conf).
         command = [
             sys.executable, "-m", "gunicorn",
             "-c", "python:cqrs_common.gunicorn_conf",
+            "--bind", f"127.0.0.1:{self.ports[role]}",
             f"{package}:create_app()",
         ]  # fmt: skip
         output: IO[bytes] | None = None
@@ -115,13 +138,25 @@ class Stack:
             output = self._logs.get(role) or open(self.log_dir / f"{role}.log", "ab")  # noqa: SIM115
             self._logs[role] = output
         with self._lock:
+            if self._lifeline is None:
+                self._lifeline = os.pipe()
             # Its own process group, so a kill reaches the master and its workers alike.
             self.processes[role] = subprocess.Popen(
                 command, env=self.env_for(role), stdout=output, stderr=output,
-                start_new_session=True,
+                start_new_session=True, pass_fds=(self._lifeline[0],),
             )  # fmt: skip
 
+    def check_ports(self) -> None:
+        """Raise PortBusyError naming the first role port something else listens on."""
+        for role in ROLES:
+            port = self.ports[role.name]
+            if not port_is_free(port):
+                holder = holder_of(port)
+                who = f"by {holder}" if holder else "by a process this user cannot see"
+                raise PortBusyError(f"port {port} ({role.service}) is in use {who}")
+
     def start(self, timeout: float = 60.0) -> Stack:
+        self.check_ports()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for role in ROLES:
             self.spawn(role.name)
@@ -183,7 +218,7 @@ class Stack:
     def _reap(self, role: str, timeout: float) -> None:
         process = self.processes[role]
         try:
-            process.wait(timeout)
+            process.wait(max(0.0, timeout))
         except subprocess.TimeoutExpired:
             self.signal(role, signal.SIGKILL)
             process.wait(5)
@@ -203,11 +238,16 @@ class Stack:
         with self._lock:
             for role in self.processes:
                 self.signal(role, signal.SIGTERM)
+            deadline = time.monotonic() + timeout  # one grace period for all, not one each
             for role in self.processes:
-                self._reap(role, timeout)
+                self._reap(role, deadline - time.monotonic())
         for log in self._logs.values():
             log.close()
         self._logs.clear()
+        if self._lifeline is not None:
+            for fd in self._lifeline:
+                os.close(fd)
+            self._lifeline = None
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -216,9 +256,23 @@ class Stack:
         self.stop()
 
 
+class _Stop(Exception):
+    """SIGTERM or SIGHUP: stop like Ctrl-C does."""
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="var", help="where the two SQLite stores live")
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=ROLES_BY_NAME["dispatcher"].port,
+        help="the dispatcher's port; the other roles follow as in the contract (8080-8085)",
+    )
     args = parser.parse_args(argv)
     urls = {
         name: os.environ[var]
@@ -226,21 +280,31 @@ def main(argv: list[str] | None = None) -> None:
                           (STATS_ORDER_DB.name, "STATS_DB_DATABASE_URL"))
         if os.environ.get(var)
     }  # fmt: skip
-    stack = Stack(Path(args.data_dir), database_urls=urls)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    shift = args.base_port - ROLES_BY_NAME["dispatcher"].port
+    ports = {role.name: role.port + shift for role in ROLES}
+    stack = Stack(Path(args.data_dir), ports=ports, database_urls=urls)
+    try:
+        stack.check_ports()
+    except PortBusyError as exc:
+        print(f"stack: cannot start: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    # Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all stop every role; whatever else ends
+    # this process (SIGKILL included) closes the lifeline, and the roles stop themselves.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
     try:
         stack.start()
         print(f"stack: all six roles ready; open {stack.url('dispatcher')}/order", flush=True)
         for role in ROLES:
             print(f"stack:   {role.service:<22} {stack.url(role.name)}", flush=True)
         print("stack: Ctrl-C stops them all", flush=True)
-        stopping.wait()
-    except KeyboardInterrupt:
+        threading.Event().wait()
+    except (KeyboardInterrupt, _Stop):
         pass
     finally:
         print("stack: stopping", flush=True)
-        stack.stop()
+        # A few seconds for in-flight requests, then SIGKILL: a stop is never left hanging.
+        stack.stop(timeout=STOP_GRACE)
 
 
 if __name__ == "__main__":

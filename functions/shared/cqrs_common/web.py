@@ -1,4 +1,5 @@
-"""What every role's app has: problem+json errors, health, request logs, body limit, draining."""
+"""What every role's app has: problem+json errors, health, request logs, body limit, draining,
+and the request's deadline (cqrs_common.deadline)."""
 
 from __future__ import annotations
 
@@ -14,26 +15,33 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from cqrs_common import logging as json_logging
-from cqrs_common.cloudevents_io import BadEventError, event_log_fields, read_event
+from cqrs_common.cloudevents_io import (
+    BadEventError,
+    UnsupportedEventModeError,
+    event_log_fields,
+    read_event,
+)
 from cqrs_common.config import Settings
-from cqrs_common.domain import ValidationError
-from cqrs_common.http import UpstreamError
+from cqrs_common.db import StoreUnavailableError  # the storage layer's; mapped to 503 here
+from cqrs_common.deadline import Deadline
+from cqrs_common.domain import ValidationError, reason_sentence
+from cqrs_common.http import DeadlineExceededError, UpstreamError
+from cqrs_common.limits import MAX_BODY_BYTES, PROBLEM_JSON
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
-PROBLEM_JSON = "application/problem+json"
 VALIDATION_PROBLEM = "urn:cqrs:problem:validation"
 BAD_EVENT_PROBLEM = "urn:cqrs:problem:bad-event"
 UNAVAILABLE_PROBLEM = "urn:cqrs:problem:unavailable"
+DEADLINE_PROBLEM = "urn:cqrs:problem:deadline"
+PROBES = ("/healthz", "/readyz")
+# Set by cqrs_common.gunicorn_worker: when the request had fully arrived (time.monotonic()), so
+# the time it waited for a thread counts against its budget.
+ARRIVED_KEY = "cqrs.arrived"
 
 # Set when the process is asked to stop (SIGTERM): /readyz turns 503 so no new work comes in
 # while in-flight requests finish. gunicorn_conf sets it from the worker's signal handler.
 DRAINING = threading.Event()
-
-
-class StoreUnavailableError(Exception):
-    """The store could not commit; answered 503 so the sender (or broker) retries."""
 
 
 def problem(
@@ -58,7 +66,7 @@ def problem(
 
 
 def validation_problem(exc: ValidationError) -> Response:
-    detail = "; ".join(f"{field} {reason}" for field, reason in exc.errors.items())
+    detail = " ".join(reason_sentence(field, reason) for field, reason in exc.errors.items())
     return problem(
         400, "Invalid request", detail, type_=VALIDATION_PROBLEM, invalid_params=exc.errors
     )
@@ -72,10 +80,17 @@ def read_json_body() -> Any:
         return json.loads(request.get_data(cache=True), parse_float=Decimal)
     except (ValueError, UnicodeDecodeError):
         raise ValidationError("body", "is not valid JSON") from None
+    except RecursionError:
+        raise ValidationError("body", "is nested too deeply") from None
 
 
 class UnsupportedMediaType(Exception):
     """The body's content type is not one this route takes (415)."""
+
+
+def no_deadline() -> None:
+    """Let the current request run past the role's budget (an operator's long job: replay)."""
+    g.deadline = None
 
 
 def incoming_event():
@@ -101,12 +116,25 @@ def create_base_app(
     access = logging.getLogger(f"cqrs.{settings.role}.access")
 
     @app.before_request
-    def _start_clock() -> None:
+    def _start_clock() -> Response | None:
         g.started = time.perf_counter()
+        g.deadline = Deadline.from_headers(
+            request.headers, settings.request_timeout, request.environ.get(ARRIVED_KEY)
+        )
+        if g.deadline.expired() and request.path not in PROBES:
+            # Its caller has given up by now: doing the work would only add to the load.
+            return problem(
+                503,
+                "Deadline exceeded",
+                "the request waited longer than its budget before it could start",
+                type_=DEADLINE_PROBLEM,
+                headers={"Retry-After": "1"},
+            )
+        return None
 
     @app.after_request
     def _log_request(response: Response) -> Response:
-        if request.path in ("/healthz", "/readyz") and response.status_code == 200:
+        if request.path in PROBES and response.status_code == 200:
             return response  # probes every few seconds would drown the log
         fields: dict[str, Any] = {
             "role": settings.role,
@@ -146,6 +174,11 @@ def create_base_app(
         logger.warning("refused event: %s", exc, extra=g.get("log_fields", {}))
         return problem(400, "Bad CloudEvent", str(exc), type_=BAD_EVENT_PROBLEM)
 
+    @app.errorhandler(UnsupportedEventModeError)
+    def _unsupported_mode(exc: UnsupportedEventModeError) -> Response:
+        logger.warning("refused event: %s", exc)
+        return problem(415, "Unsupported Media Type", str(exc), type_=BAD_EVENT_PROBLEM)
+
     @app.errorhandler(UnsupportedMediaType)
     def _unsupported(exc: UnsupportedMediaType) -> Response:
         return problem(415, "Unsupported Media Type", "send application/json")
@@ -159,6 +192,16 @@ def create_base_app(
             f"a dependency is unavailable ({exc.detail}); try again",
             type_=UNAVAILABLE_PROBLEM,
             headers={"Retry-After": "1"},
+        )
+
+    @app.errorhandler(DeadlineExceededError)
+    def _deadline(exc: DeadlineExceededError) -> Response:
+        logger.warning("deadline exceeded: %s", exc)
+        return problem(
+            504,
+            "Gateway Timeout",
+            f"a dependency did not answer within the request's budget ({exc.detail})",
+            type_=DEADLINE_PROBLEM,
         )
 
     @app.errorhandler(StoreUnavailableError)

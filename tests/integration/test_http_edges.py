@@ -1,0 +1,280 @@
+"""A role under gunicorn, as in its container, against clients that misbehave on the wire: slow,
+silent, oversized, malformed. It keeps answering, and every refusal is problem+json."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from cloudevents.core.bindings.http import to_structured_event
+
+from cqrs_common import events
+from cqrs_common.cloudevents_io import new_event
+from cqrs_common.domain import now_iso
+from cqrs_common.limits import MAX_BODY_BYTES
+from cqrs_common.roles import ROLES
+from cqrs_common.stack import Stack, free_port
+
+pytestmark = pytest.mark.slow
+READ_TIMEOUT = 3  # REQUEST_READ_TIMEOUT for these roles, so a test waits seconds
+# Generous: the machine may be busy; what matters is an answer, not its speed.
+HEALTHZ_BOUND = 10.0
+
+
+@pytest.fixture(scope="module")
+def roles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The dispatcher and order-db alone (nothing behind them), relay off."""
+    data = tmp_path_factory.mktemp("edges")
+    stack = Stack(
+        data,
+        ports={role.name: free_port() for role in ROLES},
+        log_dir=data / "logs",
+        extra_env={"RELAY_ENABLED": "0", "REQUEST_READ_TIMEOUT": str(READ_TIMEOUT)},
+        supervise=False,
+    )
+    for role in ("dispatcher", "order-db"):
+        stack.spawn(role)
+    stack.wait_ready(["dispatcher", "order-db"])
+    yield stack
+    stack.stop()
+
+
+def address(stack: Stack, role: str) -> tuple[str, int]:
+    return ("127.0.0.1", stack.ports[role])
+
+
+def exchange(addr: tuple[str, int], data: bytes, timeout: float = 20.0) -> tuple[bytes, bool]:
+    """Send raw bytes; return what came back and whether the server closed the connection."""
+    with socket.create_connection(addr, timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_all(sock, timeout)
+
+
+def read_all(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    out, deadline = b"", time.monotonic() + timeout
+    sock.settimeout(0.5)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            if b"\r\n\r\n" in out and _whole(out):
+                return out, False
+            continue
+        except ConnectionResetError:
+            return out, True
+        if not chunk:
+            return out, True
+        out += chunk
+    return out, False
+
+
+def _whole(answer: bytes) -> bool:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":")[1])
+    return True
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def head_of(answer: bytes) -> str:
+    return answer.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+
+
+def problem_of(answer: bytes) -> dict:
+    assert "content-type: application/problem+json" in head_of(answer), answer[:400]
+    return json.loads(answer.partition(b"\r\n\r\n")[2])
+
+
+def chunked(body: bytes, size: int = 8192) -> bytes:
+    parts = [b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size])
+             for i in range(0, len(body), size)]  # fmt: skip
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def placed(order_id: str, padding: int = 0) -> tuple[dict[str, str], bytes]:
+    data = {"orderId": order_id, "product": "pear", "quantity": 1, "unitPrice": "0.50",
+            "placedAt": now_iso()}  # fmt: skip
+    message = to_structured_event(new_event(events.ORDER_PLACED, "/test", order_id, data))
+    return dict(message.headers), message.body + b" " * padding  # whitespace: still valid JSON
+
+
+def order_ids(stack: Stack) -> set[str]:
+    page = requests.get(f"{stack.url('order-db')}/orders", timeout=10).json()
+    return {order["orderId"] for order in page["orders"]}
+
+
+def healthz_seconds(stack: Stack, role: str) -> float:
+    started = time.monotonic()
+    response = requests.get(f"{stack.url(role)}/healthz", timeout=60)
+    assert response.status_code == 200
+    return time.monotonic() - started
+
+
+# -- slow and silent clients ----------------------------------------------------------------------
+
+
+def test_64_stalled_connections_do_not_starve_the_role(roles: Stack) -> None:
+    addr = address(roles, "order-db")
+    stalled: list[socket.socket] = []
+    try:
+        for n in range(64):
+            sock = socket.create_connection(addr, timeout=10)
+            if n % 2:  # half send nothing, half stop in the middle of a request's body
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            stalled.append(sock)
+        time.sleep(0.5)
+        took = [healthz_seconds(roles, "order-db") for _ in range(5)]
+        print(f"\n/healthz with 64 stalled connections: {', '.join(f'{t:.3f}' for t in took)} s")
+        assert max(took) < HEALTHZ_BOUND, took
+        # Real work goes through too.
+        headers, body = placed("edge-while-stalled")
+        response = requests.post(roles.url("order-db"), headers=headers, data=body, timeout=30)
+        assert response.status_code == 201, response.text
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_a_request_that_never_finishes_gets_a_408_then_the_connection_closes(
+    roles: Stack,
+) -> None:
+    with socket.create_connection(address(roles, "order-db"), timeout=30) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        started = time.monotonic()
+        answer, closed = read_all(sock, timeout=READ_TIMEOUT + 20)
+    assert status_of(answer) == 408, answer[:300]
+    assert problem_of(answer)["status"] == 408
+    assert closed
+    assert time.monotonic() - started >= READ_TIMEOUT - 0.5
+
+
+# -- gunicorn's own refusals ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"GET /healthz HTTP/1.1\r\n" + b"X-Many: a\r\n" * 7000 + b"\r\n", 431),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", 400),
+        (b"GARBAGE\r\n\r\n", 400),
+    ],
+    ids=["bad-header", "long-uri", "huge-uri", "big-header", "many-headers", "bad-chunk", "junk"],
+)
+def test_gunicorns_refusals_are_problem_json_and_close(
+    roles: Stack, request_bytes: bytes, status: int
+) -> None:
+    answer, closed = exchange(address(roles, "order-db"), request_bytes)
+    assert status_of(answer) == status, answer[:300]
+    assert problem_of(answer)["status"] == status
+    assert "connection: close" in head_of(answer)
+    assert closed
+
+
+# -- bodies past the limit ------------------------------------------------------------------------
+
+
+def test_a_chunked_body_past_64_kib_is_a_413_never_truncated(roles: Stack) -> None:
+    headers, body = placed("edge-chunked-big", padding=MAX_BODY_BYTES)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request_bytes = (
+        f"POST / HTTP/1.1\r\nHost: x\r\n{head}Transfer-Encoding: chunked\r\n\r\n".encode()
+        + chunked(body)
+    )
+    answer, closed = exchange(address(roles, "order-db"), request_bytes)
+    assert status_of(answer) == 413, answer[:300]
+    assert problem_of(answer)["status"] == 413
+    assert "connection: close" in head_of(answer) and "keep-alive" not in head_of(answer)
+    assert closed
+    assert "edge-chunked-big" not in order_ids(roles)
+
+
+def test_a_declared_body_past_64_kib_is_a_413_and_the_connection_closes(roles: Stack) -> None:
+    headers, body = placed("edge-length-big", padding=MAX_BODY_BYTES)
+    response = requests.post(roles.url("order-db"), headers=headers, data=body, timeout=30)
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.headers["Connection"] == "close"
+    assert "edge-length-big" not in order_ids(roles)
+    # The dispatcher's public API, through requests' own chunked upload.
+    big = json.dumps({"product": "apple", "quantity": 1, "unitPrice": "1"}) + " " * 70_000
+    response = requests.post(
+        f"{roles.url('dispatcher')}/api/orders",
+        data=iter([big.encode()[i : i + 4096] for i in range(0, len(big), 4096)]),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert response.headers["Connection"] == "close"
+
+
+# -- what must keep working ------------------------------------------------------------------------
+
+
+def test_a_chunked_event_within_the_limit_is_taken_whole(roles: Stack) -> None:
+    headers, body = placed("edge-chunked-ok", padding=MAX_BODY_BYTES // 2)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request_bytes = (
+        f"POST / HTTP/1.1\r\nHost: x\r\n{head}Transfer-Encoding: chunked\r\n\r\n".encode()
+        + chunked(body, size=1000)
+    )
+    answer, _ = exchange(address(roles, "order-db"), request_bytes)
+    assert status_of(answer) == 201, answer[:300]
+    assert "edge-chunked-ok" in order_ids(roles)
+
+
+def test_pipelined_requests_on_one_connection_are_all_answered(roles: Stack) -> None:
+    one = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(address(roles, "order-db"), timeout=20) as sock:
+        sock.sendall(one * 3)
+        answers = b""
+        deadline = time.monotonic() + 20
+        while answers.count(b'{"status":"alive"}') < 3 and time.monotonic() < deadline:
+            answers += sock.recv(65536)
+    assert answers.count(b"HTTP/1.1 200") == 3, answers
+
+
+def test_expect_100_continue_is_answered_before_the_body(roles: Stack) -> None:
+    headers, body = placed("edge-continue")
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection(address(roles, "order-db"), timeout=20) as sock:
+        sock.sendall(
+            f"POST / HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        interim = sock.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        sock.sendall(body)
+        answer, _ = read_all(sock, timeout=20)
+    assert status_of(answer) == 201, answer[:300]
+    assert b"100 Continue" not in answer  # once only
+
+
+def test_deeply_nested_json_through_gunicorn_is_a_400(roles: Stack) -> None:
+    deep = "[" * 30_000 + "]" * 30_000
+    response = requests.post(
+        f"{roles.url('dispatcher')}/api/orders",
+        data=deep,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_the_worker_and_the_app_agree() -> None:
+    from cqrs_common import gunicorn_worker, web
+
+    assert web.MAX_BODY_BYTES == MAX_BODY_BYTES
+    assert web.ARRIVED_KEY == gunicorn_worker.ARRIVED_KEY
