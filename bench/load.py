@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -90,8 +91,10 @@ class Phase:
 
 
 def progress(label: str, done: int, total: int, started: float) -> None:
-    """A one-line progress bar on stderr (only on a terminal: logs stay clean)."""
+    """A one-line progress bar on stderr, redrawn in place on a terminal. Elsewhere (a log, CI)
+    a plain line every LOG_EVERY seconds instead, so a long phase still shows it is moving."""
     if not sys.stderr.isatty():
+        _log_progress(label, done, total, started)
         return
     width = 30
     filled = int(width * done / total) if total else width
@@ -102,6 +105,19 @@ def progress(label: str, done: int, total: int, started: float) -> None:
     if done >= total:
         sys.stderr.write("\n")
     sys.stderr.flush()
+
+
+LOG_EVERY = 15.0
+_last_logged: dict[str, float] = {}
+
+
+def _log_progress(label: str, done: int, total: int, started: float) -> None:
+    now = time.monotonic()
+    if done >= total or now - _last_logged.get(label, started) < LOG_EVERY:
+        return
+    _last_logged[label] = now
+    rate = done / (now - started) if now > started else 0.0
+    print(f"  {label}: {done:,} of {total:,} orders, {rate:,.0f}/s", file=sys.stderr, flush=True)
 
 
 def place_orders(
@@ -198,13 +214,25 @@ class CountSampler:
         self._stop.set()
         self._thread.join()
 
-    def wait_for(self, target: int, timeout: float) -> float:
-        """Poll until ordersCounted reaches `target`; returns when (monotonic) it was seen."""
-        deadline = time.monotonic() + timeout
+    def wait_for(
+        self,
+        target: int,
+        timeout: float,
+        on_wait: Callable[[int], None] | None = None,
+        every: float = 10.0,
+    ) -> float:
+        """Poll until ordersCounted reaches `target`; returns when (monotonic) it was seen.
+        A long wait calls `on_wait(counted)` every `every` seconds, for a progress line."""
+        started = time.monotonic()
+        deadline, next_note = started + timeout, started + every
         while time.monotonic() < deadline:
             sent = time.monotonic()
-            if self.counted() >= target:
+            counted = self.counted()
+            if counted >= target:
                 return (sent + time.monotonic()) / 2
+            if on_wait is not None and sent >= next_note:
+                on_wait(counted)
+                next_note = sent + every
             time.sleep(self.interval)
         raise TimeoutError(f"ordersCounted did not reach {target} within {timeout:.0f}s")
 

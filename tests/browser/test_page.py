@@ -258,6 +258,30 @@ def test_the_totals_refresh_on_their_own(js_page: Watched, base_url: str) -> Non
     assert js_page.errors == []
 
 
+def test_the_totals_refresh_as_soon_as_the_order_is_counted(
+    js_page: Watched, base_url: str
+) -> None:
+    page = js_page.page
+    before = settled_stats(base_url)
+
+    # No periodic poll in this page (10 min): only the order being counted can refresh it.
+    def slow_poll(route: Route) -> None:
+        html = route.fetch().text()
+        route.fulfill(body=re.sub(r'data-poll-ms="\d+"', 'data-poll-ms="600000"', html),
+                      content_type="text/html")  # fmt: skip
+
+    page.route(re.compile(r"/order(\?.*)?$"), slow_poll)
+    page.goto(f"{base_url}/order")
+    expect(page.locator("#merchant")).to_have_attribute("data-poll-ms", "600000")
+    expect_totals(page, before)
+
+    fill_order(page, "pear", "4", "0.75")
+    place_button(page).click()
+    expect(page.locator("#placed")).to_have_attribute("data-status", "counted")
+    expect_totals(page, plus(before, "pear", 4, "0.75"))
+    assert js_page.errors == []
+
+
 @pytest.mark.parametrize("quantity", ["0", "2.5", "1000001"])
 def test_a_bad_quantity_is_refused_in_the_browser_with_the_servers_words(
     js_page: Watched, base_url: str, quantity: str

@@ -159,3 +159,105 @@ def test_each_rendered_form_carries_its_own_idempotency_key() -> None:
     ]
     assert all(keys)
     assert keys[0].group(1) != keys[1].group(1)  # type: ignore[union-attr]
+
+
+# ---- the merchant's totals and a placed order agree ----------------------------------------
+
+
+class CountedMidway(Gateway):
+    """The order becomes counted between the page's first and second read of the read side:
+    any read after the first sees it, in its status and in the totals alike."""
+
+    ORDER = {"product": "apple", "quantity": 5, "totalPrice": "2.50"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def _counted(self) -> bool:
+        self.reads += 1
+        return self.reads > 1
+
+    def stats(self) -> dict[str, Any]:
+        if not self._counted():
+            return STATS
+        apple = STATS["products"]["apple"]
+        return {
+            **STATS,
+            "products": {**STATS["products"], "apple": {"quantity": apple["quantity"] + 5,
+                                                         "totalPrice": "7.00"}},
+            "ordersCounted": STATS["ordersCounted"] + 1,
+        }  # fmt: skip
+
+    def order_status(self, order_id: str) -> dict[str, str]:
+        self.asked.append(order_id)
+        return {"orderId": order_id, "status": "counted" if self._counted() else "pending"}
+
+
+def test_an_order_shown_as_counted_is_in_the_totals_shown_with_it() -> None:
+    # Read in the other order, the page could say "counted" over totals without the order,
+    # and (being counted) never refresh them without JavaScript.
+    html = make_app(CountedMidway()).test_client().get("/order?placed=o-1").get_data(as_text=True)
+    counted = "is counted in the totals" in html
+    with_order = text_of(html, "orders-counted") == "3"
+    if counted:
+        assert with_order, "the page says counted over totals without the order"
+    else:  # pending: the page refreshes itself until it is counted
+        assert 'http-equiv="refresh"' in html
+
+
+# ---- words for a customer ------------------------------------------------------------------
+
+JARGON = ("command side", "read side", "write side", "cqrs", "projection", "event")
+
+
+def test_the_subtitle_speaks_to_a_customer() -> None:
+    html = make_app(Gateway()).test_client().get("/order").get_data(as_text=True)
+    match = re.search(r'class="tagline"[^>]*>(.*?)</p>', html, re.S)
+    assert match, "no subtitle"
+    tagline = match.group(1).lower()
+    assert not [word for word in JARGON if word in tagline], tagline
+    assert "apple" in tagline and "pear" in tagline
+
+
+def refusals(app: Flask, form: dict[str, str]) -> tuple[dict[str, str], dict[str, str], str]:
+    """What the page shows next to each field, the API's reason for each field, its detail."""
+    client = app.test_client()
+    page = client.post("/order", data=form, headers={"Accept": "text/html"})
+    assert page.status_code == 400
+    html = page.get_data(as_text=True)
+    shown = {f: text_of(html, f"{f}-error") for f in ("product", "quantity", "unitPrice")}
+    api = client.post("/api/orders", json=form)
+    assert api.status_code == 400
+    assert api.mimetype == "application/problem+json"
+    reasons = {p["name"]: p["reason"] for p in api.get_json()["invalid-params"]}
+    return {f: m for f, m in shown.items() if m}, reasons, api.get_json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("form", "field", "expected"),
+    [
+        ({"product": "kiwi", "quantity": "1", "unitPrice": "1"}, "product",
+         "Choose a product: apple or pear."),
+        ({"quantity": "1", "unitPrice": "1"}, "product", "Choose a product: apple or pear."),
+        ({"product": "apple", "quantity": "0", "unitPrice": "1"}, "quantity",
+         "Quantity must be a whole number from 1 to 1,000,000."),
+        ({"product": "apple", "quantity": "2.5", "unitPrice": "1"}, "quantity",
+         "Quantity must be a whole number from 1 to 1,000,000."),
+        ({"product": "apple", "quantity": "1", "unitPrice": "1.234"}, "unitPrice",
+         "Unit price must be a number from 0 to 1,000,000 with at most 2 decimal places,"
+         " such as 1.50."),
+    ],
+)  # fmt: skip
+def test_refusals_are_sentences_a_customer_reads_on_the_page_and_in_the_api(
+    form: dict[str, str], field: str, expected: str
+) -> None:
+    from dispatcher import create_app
+
+    app = create_app({"LOG_LEVEL": "WARNING"})
+    app.extensions["dispatcher"] = Gateway()  # the page's totals; the order never gets that far
+    shown, reasons, detail = refusals(app, form)
+    assert shown == {field: expected}
+    # The API names the same field (the contract's field names), with the same words.
+    assert reasons == {field: expected}
+    assert detail == expected

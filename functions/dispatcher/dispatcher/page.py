@@ -208,6 +208,10 @@ def render_page(
     placed: str | None = None,
     status: int = 200,
 ) -> Response:
+    # The order's status first, then the totals: the read store only grows, so totals read
+    # after "counted" include the order. The other way round, a page could say "counted"
+    # over totals without it and, being counted, never refresh them (without JavaScript).
+    placed_order = _placed_order(placed)
     stats, stats_notice = _load_stats()
     errors = dict(errors or {})
     field_errors = {f: sentence(m) for f, m in errors.items() if f in FIELDS}
@@ -225,7 +229,7 @@ def render_page(
         form_errors=form_errors,
         stats=stats,
         stats_notice=stats_notice,
-        placed=_placed_order(placed),
+        placed=placed_order,
         max_quantity=MAX_QUANTITY,
         max_unit_price=MAX_UNIT_PRICE,
         price_pattern=PRICE_PATTERN,
