@@ -60,7 +60,7 @@ help:
 $(VENV)/.installed: pyproject.toml functions/requirements.in
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	@echo "installing the shop and its test tools into $(VENV) (first time: a few minutes)"
+	@echo "installing the shop and its test tools into $(VENV) (first time: a few minutes)" >&2
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.installed-run
 
@@ -71,7 +71,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed-run: pyproject.toml functions/requirements.in
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	@echo "installing the shop's packages into $(VENV) (first time: under a minute)"
+	@echo "installing the shop's packages into $(VENV) (first time: under a minute)" >&2
 	$(PY) -m pip install --quiet -e .
 	@touch $@
 

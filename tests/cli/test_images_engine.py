@@ -11,10 +11,26 @@ from tests.conftest import REPO
 IMAGES = REPO / "knative" / "scripts" / "images.sh"
 
 
+ENGINES = {"docker", "podman", "buildah"}
+
+
+def system_without_engines(into: Path) -> Path:
+    """The machine's /usr/bin and /bin, less any real container engine (the image tests may
+    have installed docker.io): only the fakes a test puts first on PATH are engines."""
+    into.mkdir(exist_ok=True)
+    for folder in (Path("/usr/bin"), Path("/bin")):
+        for tool in folder.iterdir():
+            link = into / tool.name
+            if tool.name not in ENGINES and not link.exists():
+                link.symlink_to(tool)
+    return into
+
+
 def images(bindir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    system = system_without_engines(bindir.parent / "system")
     return subprocess.run(
         [str(IMAGES), *args],
-        env={"PATH": f"{bindir}:/usr/bin:/bin", "TAG": "t1", **env},
+        env={"PATH": f"{bindir}:{system}", "TAG": "t1", **env},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 

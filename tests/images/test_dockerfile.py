@@ -154,3 +154,14 @@ def test_make_targets_call_the_scripts(tmp_path: Path) -> None:
         ["make", "-s", "-C", str(ROOT), "deploy", "REGISTRY="], env=env, capture_output=True
     )
     assert refused.returncode != 0
+
+
+def test_make_deploy_dry_run_prints_only_yaml() -> None:
+    """`make deploy DEPLOY_FLAGS=--dry-run | kubectl apply -f -` works: no echo of the recipe."""
+    out = subprocess.run(
+        ["make", "-C", str(ROOT), "--no-print-directory", "deploy", "REGISTRY=docker.io/someone",
+         "TAG=t1", "DEPLOY_FLAGS=--dry-run"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert out.startswith("---\n"), out[:200]
+    assert all(isinstance(d, dict) for d in yaml.safe_load_all(out) if d is not None)

@@ -172,7 +172,7 @@ def test_a_broken_pipeline_is_caught() -> None:
 def test_every_namespaced_object_is_in_a_known_namespace(
     tekton_docs: list[dict[str, Any]],
 ) -> None:
-    cluster_scoped = {"Namespace", "ClusterRoleBinding"}
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
     for doc in tekton_docs:
         ns = doc["metadata"].get("namespace")
         if doc["kind"] in cluster_scoped:
@@ -521,7 +521,9 @@ def test_deployer_role_covers_exactly_what_the_overlays_contain(
                 f"{SHOP_NAMESPACE}, where the deployer's Role is"
             )
             needed.add((group, RESOURCES[key]))
-    (role,) = (d for d in tekton_docs if d["kind"] == "Role")
+    (role,) = (
+        d for d in tekton_docs if d["kind"] == "Role" and d["metadata"]["name"] == "cqrs-deployer"
+    )
     granted: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
         assert "resourceNames" not in rule
