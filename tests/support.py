@@ -1,9 +1,12 @@
-"""Helpers for tests: a client of the public API, and polling with a deadline."""
+"""Helpers for tests: a client of the public API, polling with a deadline, a stand-in server."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -57,3 +60,33 @@ def expected_after(before: dict[str, tuple[int, Decimal]], orders: list[tuple[st
 def problem_of(response: requests.Response) -> dict[str, Any]:
     assert response.headers["Content-Type"].startswith("application/problem+json"), response.text
     return response.json()
+
+
+@contextlib.contextmanager
+def json_server(
+    body: bytes, seen: Callable[[http.server.BaseHTTPRequestHandler], None]
+) -> Iterator[str]:
+    """A loopback server answering every GET and POST with 200 and `body` (JSON); `seen` is
+    called with each request's handler. Yields its base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            seen(self)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from cqrs_common.stack import free_port
 from tests.cli.support import make, own_lines, python
+from tests.support import json_server
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,25 +40,8 @@ def test_replay_script_exits_1_without_a_traceback() -> None:
 def process_data() -> Iterator[tuple[str, list[str]]]:
     """A stand-in for process-data's POST /replay."""
     seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            seen.append(self.path)
-            body = json.dumps({"replayed": 3}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+    with json_server(json.dumps({"replayed": 3}).encode(), lambda h: seen.append(h.path)) as url:
+        yield url, seen
 
 
 def test_make_replay_asks_process_data_at_replay_url(process_data) -> None:

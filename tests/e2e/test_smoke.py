@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+
+from tests.support import json_server
 
 SMOKE = Path(__file__).with_name("smoke.py")
 
@@ -43,27 +43,8 @@ def test_smoke_fails_when_nothing_answers() -> None:
 
 def test_smoke_sends_the_host_header_and_fails_on_a_wrong_shop() -> None:
     seen: list[str | None] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Host"))
-            body = b'{"products": {}}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with json_server(b'{"products": {}}', lambda h: seen.append(h.headers.get("Host"))) as url:
         result = run_smoke("--base-url", url, "--host", "cqrs-dispatcher.cqrs.example.com")
-    finally:
-        server.shutdown()
     assert result.returncode == 1, result.stdout
     assert "ok   dispatcher answers GET /healthz" in result.stdout
     assert "FAIL read the totals before" in result.stdout
