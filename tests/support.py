@@ -1,4 +1,5 @@
-"""Helpers for tests: a client of the public API, polling with a deadline, a stand-in server."""
+"""Helpers for tests: a role's settings, a client of the public API, polling with a deadline, a
+stand-in server."""
 
 from __future__ import annotations
 
@@ -12,7 +13,20 @@ from typing import Any, TypeVar
 
 import requests
 
+from cqrs_common.config import Settings
+from cqrs_common.roles import ROLES_BY_NAME
+from devtools.stack import wiring
+
 T = TypeVar("T")
+# Nothing listens there (the discard port): a role's calls fail at once, as to a role away.
+NOWHERE = "http://127.0.0.1:9"
+
+
+def role_settings(role: str, **env: str) -> Settings:
+    """A role's Settings wired as `make run` wires it, every other role at NOWHERE, `env` on
+    top (DATABASE_URL for a role with a store)."""
+    wired = wiring(ROLES_BY_NAME[role], lambda _name: NOWHERE, env.pop("DATABASE_URL", None))
+    return Settings.from_env(role, {**wired, **env})
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:

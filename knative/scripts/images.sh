@@ -4,14 +4,15 @@
 #
 #   images.sh build|push
 #
-# Env: TAG (required), REGISTRY (e.g. docker.io/<user>; required to push), ROLES (default
-# all six), ENGINE (docker|podman|buildah, default: the first that works), BASE_IMAGE
-# (overrides the Dockerfile's pinned base), BUILD_FLAGS (extra flags for the build).
+# Env: TAG (required), REGISTRY (e.g. docker.io/<user>; required to push), ROLES (required;
+# make passes all six, from cqrs_common/roles.py), ENGINE (docker|podman|buildah, default: the
+# first that works), BASE_IMAGE (overrides the Dockerfile's pinned base), BUILD_FLAGS (extra
+# flags for the build).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 action="${1:-}"
-roles="${ROLES:-dispatcher command-order order-db process-data stats-order-db query-order}"
+roles="${ROLES:?ROLES is not set (make images sets it from functions/shared/cqrs_common/roles.py)}"
 tag="${TAG:?TAG is not set}"
 prefix="${REGISTRY:+${REGISTRY%/}/}"
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from cqrs_common.roles import ROLES
 from tests.cli.support import fake_tool
 from tests.conftest import REPO
 
+ROLE_NAMES = " ".join(r.name for r in ROLES)
 IMAGES = REPO / "knative" / "scripts" / "images.sh"
 
 
@@ -30,7 +32,7 @@ def images(bindir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
     system = system_without_engines(bindir.parent / "system")
     return subprocess.run(
         [str(IMAGES), *args],
-        env={"PATH": f"{bindir}:{system}", "TAG": "t1", **env},
+        env={"PATH": f"{bindir}:{system}", "TAG": "t1", "ROLES": ROLE_NAMES, **env},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cqrs_common.stack import free_port
+from devtools.stack import free_port
 from tests.cli.support import make, own_lines, python
 from tests.support import json_server
 
@@ -30,7 +30,7 @@ def test_make_replay_with_nothing_running_says_so_in_one_line() -> None:
 
 def test_replay_script_exits_1_without_a_traceback() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    result = python("-m", "cqrs_common.replay", "--url", url)
+    result = python("-m", "devtools.replay", "--url", url)
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr

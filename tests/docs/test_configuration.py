@@ -22,7 +22,7 @@ MAKEFILE = REPO / "Makefile"
 CONFIGURATION = REPO / "docs" / "configuration.md"
 # Where the variables people set are read: the roles, the local stack, replay, the benchmark,
 # the smoke client and the scripts behind make images / deploy.
-PYTHON_SOURCES = ("functions", "bench", "tests/e2e/smoke.py")
+PYTHON_SOURCES = ("functions", "devtools", "bench", "tests/e2e/smoke.py")
 SHELL_SOURCES = ("functions", "knative/scripts")
 NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # Set by the Makefile for its own use, or by make itself: not knobs.
@@ -53,6 +53,9 @@ def _read_key(node: ast.AST) -> ast.expr | None:
             return node.args[0]
         if isinstance(func, ast.Attribute) and func.attr == "getenv":
             return node.args[0]
+        # A helper given the environment and a name: `_required(env, "K_SINK", why)`.
+        if len(node.args) >= 2 and _is_environment(node.args[0]):
+            return node.args[1]
     return None
 
 
@@ -61,6 +64,14 @@ def python_reads(path: Path) -> set[str]:
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     names: set[str] = set()
     for node in ast.walk(tree):
+        # cqrs_common.roles names the variable each role's URL is read from (Role.url_env).
+        if (
+            isinstance(node, ast.keyword)
+            and node.arg == "url_env"
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            names.add(node.value.value)  # fmt: skip
         key = _read_key(node)
         if key is None:
             continue

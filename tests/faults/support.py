@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from cqrs_common.roles import ROLES
-from cqrs_common.stack import Stack, free_port
+from devtools.stack import Stack, free_port
 from tests.support import place
 
 PRICES = ["0.10", "0.01", "1.50", "2.99", "0", "10", "999999.99"]

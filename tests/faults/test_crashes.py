@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cqrs_common.stack import Stack
+from devtools.stack import Stack
 from tests.conftest import start_stack
 from tests.faults.support import (
     ZERO,

@@ -19,7 +19,7 @@ from command_order import order_id_for
 from cqrs_common import events
 from cqrs_common.cloudevents_io import new_event
 from cqrs_common.domain import Order, delta_for, now_iso
-from cqrs_common.stack import Stack
+from devtools.stack import Stack
 from tests.conftest import start_stack
 from tests.faults.support import (
     ZERO,

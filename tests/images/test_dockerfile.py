@@ -80,10 +80,21 @@ def fake_engine(tmp_path: Path, name: str) -> Path:
     return bindir
 
 
+ALL_ROLES = " ".join(r.name for r in ROLES)
+
+
+def test_make_passes_the_roles_of_cqrs_common_roles_to_the_scripts() -> None:
+    shown = subprocess.run(
+        ["make", "-n", "images", "deploy", "TAG=t1", "REGISTRY=r"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert shown.count(f'ROLES="{ALL_ROLES}"') == 2, shown
+
+
 @pytest.mark.parametrize("engine", ["docker", "buildah"])
 def test_make_images_builds_all_six_and_push_needs_a_registry(tmp_path: Path, engine: str) -> None:
     bindir = fake_engine(tmp_path, engine)
-    env = {"PATH": f"{bindir}:/usr/bin:/bin", "ENGINE": engine, "TAG": "t1"}
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "ENGINE": engine, "TAG": "t1", "ROLES": ALL_ROLES}
     script = str(ROOT / "knative" / "scripts" / "images.sh")
     subprocess.run([script, "build"], env=env, check=True, capture_output=True)
     calls = (tmp_path / "calls").read_text().splitlines()
@@ -103,7 +114,8 @@ def test_make_images_builds_all_six_and_push_needs_a_registry(tmp_path: Path, en
 
 def test_images_refuse_latest(tmp_path: Path) -> None:
     bindir = fake_engine(tmp_path, "docker")
-    env = {"PATH": f"{bindir}:/usr/bin:/bin", "ENGINE": "docker", "TAG": "latest"}
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "ENGINE": "docker", "TAG": "latest",
+           "ROLES": ALL_ROLES}  # fmt: skip
     result = subprocess.run(
         [str(ROOT / "knative" / "scripts" / "images.sh"), "build"], env=env, capture_output=True
     )

@@ -17,7 +17,7 @@ from cqrs_common.cloudevents_io import new_event
 from cqrs_common.domain import now_iso
 from cqrs_common.limits import MAX_BODY_BYTES
 from cqrs_common.roles import ROLES
-from cqrs_common.stack import Stack, free_port
+from devtools.stack import Stack, free_port
 
 pytestmark = pytest.mark.slow
 READ_TIMEOUT = 3  # REQUEST_READ_TIMEOUT for these roles, so a test waits seconds

@@ -1,4 +1,4 @@
-"""`make run` (python -m cqrs_common.stack): its roles stop with it, however it stops, and a busy
+"""`make run` (python -m devtools.stack): its roles stop with it, however it stops, and a busy
 port stops it at once, naming the port and who holds it."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cqrs_common.ports import holder_of, listening_inodes, port_is_free
 from cqrs_common.roles import ROLES
-from cqrs_common.stack import FUNCTIONS, free_port
+from devtools.ports import holder_of, listening_inodes, port_is_free
+from devtools.stack import FUNCTIONS, free_port
 
 pytestmark = pytest.mark.slow
 # Generous bounds on a busy machine; the numbers measured are printed.
@@ -40,7 +40,7 @@ def start_run(data_dir: Path, base: int) -> subprocess.Popen[str]:
         "PYTHONUNBUFFERED": "1",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "cqrs_common.stack", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "devtools.stack", "--data-dir", str(data_dir),
          "--base-port", str(base)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

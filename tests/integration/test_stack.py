@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cqrs_common.stack import Stack
+from devtools.stack import Stack
 from tests.conftest import start_stack
 from tests.support import expected_after, place, problem_of, totals, wait_for
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from cqrs_common.db import Database, StoreUnavailableError
-from cqrs_common.domain import Order, StatsDelta
+from cqrs_common.domain import Order, StatsDelta, order_amount
 from order_db.store import SCHEMA as ORDER_SCHEMA
 from order_db.store import OrderStore
 from stats_order_db.store import SCHEMA as STATS_SCHEMA
@@ -17,6 +18,12 @@ from stats_order_db.store import StatsStore
 
 def order(n: int, product: str = "apple", quantity: int = 1, price: str = "0.10") -> Order:
     return Order(f"o-{n}", product, quantity, Decimal(price), "2026-11-26T06:00:00.000Z")
+
+
+def delta(n: int, product: str = "apple", quantity: int = 1, price: str = "0.10") -> StatsDelta:
+    """The delta of order(n) with these values: its amount is quantity x price, as always."""
+    unit_price = Decimal(price)
+    return StatsDelta(f"o-{n}", product, quantity, unit_price, order_amount(quantity, unit_price))
 
 
 @pytest.fixture
@@ -29,10 +36,17 @@ def stats(database_url: str) -> StatsStore:
     return StatsStore(Database(database_url, STATS_SCHEMA))
 
 
-def test_schema_creation_is_idempotent(database_url: str) -> None:
-    for _ in range(2):
+def test_schema_creation_is_idempotent_and_keeps_what_is_stored(database_url: str) -> None:
+    orders = OrderStore(Database(database_url, ORDER_SCHEMA))
+    stats = StatsStore(Database(database_url, STATS_SCHEMA))
+    orders.record(order(1))
+    stats.apply(delta(1, quantity=2, price="0.35"))
+    for _ in range(2):  # a restart runs the schema again, on a store that has it
         Database(database_url, ORDER_SCHEMA).ensure_schema()
         Database(database_url, STATS_SCHEMA).ensure_schema()
+    assert orders.count() == 1 and orders.outbox_counts()["pending"] == 1
+    assert stats.totals()["products"]["apple"] == {"quantity": 2, "totalPrice": "0.70"}
+    assert stats.totals()["ordersCounted"] == 1
 
 
 def test_an_order_and_its_outbox_row_are_stored_together_once(orders: OrderStore) -> None:
@@ -106,31 +120,32 @@ def test_parked_rows_wait_for_a_hand(orders: OrderStore) -> None:
 
 
 def test_a_delta_is_applied_exactly_once(stats: StatsStore) -> None:
-    delta = StatsDelta("o-1", "pear", 2, Decimal("0.70"))
-    assert stats.apply(delta) is True
-    assert stats.apply(delta) is False
+    pears = delta(1, "pear", 2, "0.35")
+    assert stats.apply(pears) is True
+    assert stats.apply(pears) is False
     assert stats.is_applied("o-1") and not stats.is_applied("o-2")
     totals = stats.totals()
     assert totals["products"]["pear"] == {"quantity": 2, "totalPrice": "0.70"}
     assert totals["products"]["apple"] == {"quantity": 0, "totalPrice": "0.00"}
     assert totals["ordersCounted"] == 1
-    assert totals["updatedAt"]
+    applied_at = datetime.fromisoformat(totals["updatedAt"])
+    assert abs((datetime.now(UTC) - applied_at).total_seconds()) < 60
 
 
 def test_money_adds_up_exactly_at_any_size(stats: StatsStore) -> None:
     for n in range(3):
-        stats.apply(StatsDelta(f"dime-{n}", "apple", 1, Decimal("0.10")))
+        stats.apply(delta(100 + n, "apple", 1, "0.10"))
     assert stats.totals()["products"]["apple"]["totalPrice"] == "0.30"
     big = Decimal("1000000000000.00")  # a million of them at a million each
     for n in range(3):
-        stats.apply(StatsDelta(f"big-{n}", "pear", 1_000_000, big))
+        stats.apply(StatsDelta(f"big-{n}", "pear", 1_000_000, Decimal("1000000.00"), big))
     assert stats.totals()["products"]["pear"] == {
         "quantity": 3_000_000, "totalPrice": "3000000000000.00",
     }  # fmt: skip
 
 
 def test_concurrent_duplicate_deliveries_count_once(stats: StatsStore) -> None:
-    deltas = [StatsDelta(f"o-{n}", "apple", 1, Decimal("0.01")) for n in range(100)]
+    deltas = [delta(n, "apple", 1, "0.01") for n in range(100)]
 
     def deliver() -> None:
         for delta in deltas:

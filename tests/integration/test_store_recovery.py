@@ -24,7 +24,7 @@ import stats_order_db
 from cqrs_common import events
 from cqrs_common.cloudevents_io import new_event
 from cqrs_common.domain import now_iso
-from tests.support import wait_for
+from tests.support import role_settings, wait_for
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,13 @@ def placed(order_id: str) -> tuple[dict[str, str], bytes]:
 
 
 def delta(order_id: str) -> tuple[dict[str, str], bytes]:
-    data = {"orderId": order_id, "product": "apple", "quantity": 1, "amount": "1.00"}
+    data = {
+        "orderId": order_id,
+        "product": "apple",
+        "quantity": 1,
+        "unitPrice": "1.00",
+        "amount": "1.00",
+    }
     message = to_binary_event(new_event(events.STATS_DELTA, "/test", order_id, data))
     return dict(message.headers), message.body
 
@@ -59,10 +65,11 @@ SQLITE_SCENARIO = textwrap.dedent(
         os.setresuid(65534, 65534, 65534)
     os.chmod(base, 0o555)
     seen = {}
-    env = {"DATABASE_URL": f"sqlite:///{base}/data/orders.sqlite3", "RELAY_ENABLED": "0",
-           "K_SINK": "http://127.0.0.1:9"}
+    from tests.support import role_settings
+    settings = role_settings("order-db", DATABASE_URL=f"sqlite:///{base}/data/orders.sqlite3",
+                             RELAY_ENABLED="0")
     try:
-        app = order_db.create_app(env)
+        app = order_db.create_app(settings)
     except Exception as exc:
         print(json.dumps({"create_app": f"{type(exc).__name__}: {exc}"}))
         sys.exit(0)
@@ -124,18 +131,22 @@ def set_read_only(server: str, url: str, on: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("factory", "event", "created"),
-    [(order_db.create_app, placed, 201), (stats_order_db.create_app, delta, 200)],
+    ("role", "factory", "event", "created"),
+    [
+        ("order-db", order_db.create_app, placed, 201),
+        ("stats-order-db", stats_order_db.create_app, delta, 200),
+    ],
     ids=["order-db", "stats-order-db"],
 )
 def test_a_postgresql_that_only_reads_is_a_503_then_recovers_by_itself(
     postgres_server: str,
     postgres_url: str,
+    role: str,
     factory: Callable[..., Flask],
     event: Callable[[str], tuple[dict[str, str], bytes]],
     created: int,
 ) -> None:
-    app = factory({"DATABASE_URL": postgres_url, "RELAY_ENABLED": "0", "K_SINK": ""})
+    app = factory(role_settings(role, DATABASE_URL=postgres_url, RELAY_ENABLED="0"))
     client = app.test_client()
     headers, body = event("pg-1")
     assert client.post("/", headers=headers, data=body).status_code == created

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +18,16 @@ import order_db
 import process_data
 import query_order
 import stats_order_db
-from cqrs_common.roles import ROLES
+from cqrs_common.client import Client
+from cqrs_common.config import Settings
+from cqrs_common.db import Database
+from cqrs_common.roles import DISPATCHER, ORDER_DB, ROLES, STATS_ORDER_DB
+from devtools.stack import wiring
+from dispatcher import Gateway
+from order_db.store import SCHEMA as ORDERS_SCHEMA
+from order_db.store import OrderStore
+from stats_order_db.store import SCHEMA as STATS_SCHEMA
+from stats_order_db.store import StatsStore
 
 FACTORIES = {
     "dispatcher": dispatcher.create_app,
@@ -30,7 +40,7 @@ FACTORIES = {
 
 
 def host(role: str) -> str:
-    return f"http://{role}.test"
+    return f"http://{role}.test:80"
 
 
 class Router(BaseAdapter):
@@ -80,32 +90,43 @@ class Router(BaseAdapter):
         pass
 
 
-def build(tmp_path: Path) -> tuple[dict[str, Flask], Router]:
-    env = {
-        "K_SINK": "",
-        "COMMAND_ORDER_URL": host("command-order"),
-        "QUERY_ORDER_URL": host("query-order"),
-        "STATS_DB_URL": host("stats-order-db"),
-        "ORDER_DB_URL": host("order-db"),
-        "RELAY_ENABLED": "0",  # tests drive the relay by hand
-    }
-    sinks = {
-        "command-order": "order-db",
-        "order-db": "process-data",
-        "process-data": "stats-order-db",
-    }
-    stores = {"order-db": "orders", "stats-order-db": "stats"}
+@dataclass
+class Shop:
+    """The six apps in one process, the Router between them, and the two stores they were
+    given (what a test looks at to see that something changed, or did not)."""
+
+    apps: dict[str, Flask]
+    router: Router
+    orders: OrderStore
+    stats: StatsStore
+
+
+def build(tmp_path: Path) -> Shop:
+    """The six apps wired as `make run` wires them (devtools.stack.wiring), each calling the
+    others through a client whose transport is the Router."""
     apps: dict[str, Flask] = {}
+    router = Router(apps)
+    orders = OrderStore(Database(f"sqlite:///{tmp_path}/orders.sqlite3", ORDERS_SCHEMA))
+    stats = StatsStore(Database(f"sqlite:///{tmp_path}/stats.sqlite3", STATS_SCHEMA))
+    stores = {ORDER_DB.name: orders, STATS_ORDER_DB.name: stats}
     for role in ROLES:
-        role_env = dict(env)
-        if role.name in sinks:
-            role_env["K_SINK"] = host(sinks[role.name])
+        env = {**wiring(role, host, "unused:" if role.store else None), "RELAY_ENABLED": "0"}
+        client = Client()
+        client.session.mount("http://", router)
+        settings = Settings.from_env(role.name, env)
+        adapters: dict[str, Any] = {}
+        if role.name == DISPATCHER.name:
+            adapters["gateway"] = Gateway(settings, client)
+        elif role.sink is not None or role.peers:
+            adapters["client"] = client
         if role.name in stores:
-            role_env["DATABASE_URL"] = f"sqlite:///{tmp_path / stores[role.name]}.sqlite3"
-        apps[role.name] = FACTORIES[role.name](role_env)
-        apps[role.name].testing = False  # errors must go through the app's own handlers
-    return apps, Router(apps)
+            adapters["store"] = stores[role.name]
+        app = FACTORIES[role.name](settings, **adapters)
+        app.testing = False  # errors must go through the app's own handlers
+        apps[role.name] = app
+    return Shop(apps, router, orders, stats)
 
 
 def relay(apps: dict[str, Flask]) -> dict[str, int]:
-    return apps["order-db"].extensions["order_db"]["relay"].relay_due()
+    """Deliver the outbox's due rows now, as the relay's loop or a PingSource would."""
+    return apps["order-db"].test_client().post("/outbox/relay").get_json()

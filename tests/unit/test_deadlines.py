@@ -8,16 +8,11 @@ import time
 import pytest
 from flask import Flask
 
+from cqrs_common.client import Client, DeadlineExceededError
 from cqrs_common.deadline import BUDGET_HEADER, ENVOY_HEADER, Deadline
-from cqrs_common.http import Client, DeadlineExceededError
-from tests.unit.inprocess import Router, relay
+from tests.unit.inprocess import Router, Shop, relay
 
-Shop = tuple[dict[str, Flask], Router]
 ORDER = {"product": "apple", "quantity": 3, "unitPrice": "1.50"}
-
-
-def order_count(apps: dict[str, Flask]) -> int:
-    return apps["order-db"].extensions["order_db"]["store"].count()
 
 
 def place(apps: dict[str, Flask], **headers: str):
@@ -58,7 +53,7 @@ def test_a_client_with_no_time_left_does_not_call() -> None:
 
 
 def test_the_budget_shrinks_from_hop_to_hop(shop: Shop) -> None:
-    apps, router = shop
+    apps, router = shop.apps, shop.router
     assert place(apps).status_code == 202
     to_command = int(hops(router, "command-order")[0][BUDGET_HEADER])
     to_order_db = int(hops(router, "order-db")[0][BUDGET_HEADER])
@@ -67,27 +62,27 @@ def test_the_budget_shrinks_from_hop_to_hop(shop: Shop) -> None:
 
 
 def test_a_callers_short_budget_is_passed_on(shop: Shop) -> None:
-    apps, router = shop
+    apps, router = shop.apps, shop.router
     assert place(apps, **{BUDGET_HEADER: "3000"}).status_code == 202
     assert int(hops(router, "command-order")[0][BUDGET_HEADER]) < 3000
     assert int(hops(router, "order-db")[0][BUDGET_HEADER]) < 2700
 
 
 def test_a_request_whose_budget_is_spent_is_refused_before_any_work(shop: Shop) -> None:
-    apps, router = shop
+    apps, router = shop.apps, shop.router
     response = place(apps, **{BUDGET_HEADER: "0"})
     assert response.status_code == 503
     assert response.mimetype == "application/problem+json"
     assert response.headers["Retry-After"] == "1"
     assert not hops(router, "command-order")
-    assert order_count(apps) == 0
+    assert shop.orders.count() == 0
     # Probes answer whatever the header says.
     client = apps["dispatcher"].test_client()
     assert client.get("/healthz", headers={BUDGET_HEADER: "0"}).status_code == 200
 
 
 def test_a_keyless_order_whose_answer_was_lost_is_stored_once(shop: Shop) -> None:
-    apps, router = shop
+    apps, router = shop.apps, shop.router
     # command-order stores the order, then its answer to the dispatcher is lost: the
     # dispatcher tries again, with the same order id.
     router.lose.add("command-order")
@@ -95,15 +90,15 @@ def test_a_keyless_order_whose_answer_was_lost_is_stored_once(shop: Shop) -> Non
     assert response.status_code == 202, response.data
     tries = hops(router, "order-db")
     assert len(tries) == 2
-    assert order_count(apps) == 1
-    store = apps["order-db"].extensions["order_db"]["store"]
+    assert shop.orders.count() == 1
+    store = shop.orders
     assert store.get(response.get_json()["orderId"]) is not None
     relay(apps)
     assert apps["dispatcher"].test_client().get("/api/stats").get_json()["ordersCounted"] == 1
 
 
 def test_only_the_edge_retries(shop: Shop) -> None:
-    apps, router = shop
+    apps, router = shop.apps, shop.router
     router.status["order-db"] = 503
     response = place(apps)
     assert response.status_code == 503
@@ -115,7 +110,7 @@ def test_only_the_edge_retries(shop: Shop) -> None:
 
 
 def test_a_hop_out_of_time_answers_504(shop: Shop) -> None:
-    apps, router = shop
+    apps, router = shop.apps, shop.router
     response = (
         apps["command-order"]
         .test_client()

@@ -74,7 +74,8 @@ def test_a_body_that_is_not_an_object_is_refused() -> None:
 
 
 def test_timestamps_need_a_zone() -> None:
-    assert parse_timestamp("2026-11-26T06:00:00.000Z", "placedAt")
+    assert parse_timestamp("2026-11-26T06:00:00.000Z", "placedAt") == "2026-11-26T06:00:00.000Z"
+    assert parse_timestamp("2026-11-26T07:00:00+01:00", "placedAt") == "2026-11-26T07:00:00+01:00"
     with pytest.raises(ValidationError):
         parse_timestamp("2026-11-26T06:00:00", "placedAt")
 

@@ -6,22 +6,20 @@ import json
 
 import pytest
 from cloudevents.core.bindings.http import to_binary_event
-from flask import Flask
 
 from cqrs_common import events
 from cqrs_common.cloudevents_io import new_event
-from tests.unit.inprocess import Router
+from tests.unit.inprocess import Shop
 
-Shop = tuple[dict[str, Flask], Router]
 RECEIVERS = ("order-db", "process-data", "stats-order-db")
 # Far deeper than Python's recursion limit, and still well under the 64 KiB body limit.
 DEEP = "[" * 30_000 + "]" * 30_000
 HUGE = "9" * 30
 
 
-def stored(apps: dict[str, Flask]) -> tuple[int, int]:
-    orders = apps["order-db"].extensions["order_db"]["store"].count()
-    counted = apps["stats-order-db"].extensions["stats_order_db"]["store"].totals()
+def stored(shop: Shop) -> tuple[int, int]:
+    orders = shop.orders.count()
+    counted = shop.stats.totals()
     return orders, counted["ordersCounted"]
 
 
@@ -32,18 +30,18 @@ def assert_problem(response, status: int) -> dict:
 
 
 def test_deeply_nested_json_to_the_api_is_a_400(shop: Shop) -> None:
-    apps, _ = shop
+    apps = shop.apps
     client = apps["dispatcher"].test_client()
     for path in ("/api/orders", "/order"):
         response = client.post(path, data=DEEP, content_type="application/json")
         problem = assert_problem(response, 400)
         assert problem["invalid-params"][0]["name"] == "body"
-    assert stored(apps) == (0, 0)
+    assert stored(shop) == (0, 0)
 
 
 @pytest.mark.parametrize("role", RECEIVERS)
 def test_deeply_nested_json_in_an_event_is_a_400(shop: Shop, role: str) -> None:
-    apps, _ = shop
+    apps = shop.apps
     client = apps[role].test_client()
     attributes = {"specversion": "1.0", "id": "1", "source": "/t", "type": events.STATS_DELTA}
     structured = json.dumps(attributes)[:-1] + f', "data": {DEEP}}}'
@@ -54,12 +52,12 @@ def test_deeply_nested_json_in_an_event_is_a_400(shop: Shop, role: str) -> None:
     binary = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/t",
               "ce-type": events.ORDER_PLACED, "Content-Type": "application/json"}  # fmt: skip
     assert_problem(client.post("/", data=DEEP, headers=binary), 400)
-    assert stored(apps) == (0, 0)
+    assert stored(shop) == (0, 0)
 
 
 @pytest.mark.parametrize("role", RECEIVERS)
 def test_a_batch_of_events_is_a_415(shop: Shop, role: str) -> None:
-    apps, _ = shop
+    apps = shop.apps
     event = new_event(events.ORDER_PLACED, "/t", "o-1", {"orderId": "o-1"})
     batch = json.dumps([{**dict(to_binary_event(event).headers), "data": {}}])
     for body in ("[]", batch, "{}", "not json"):
@@ -69,7 +67,7 @@ def test_a_batch_of_events_is_a_415(shop: Shop, role: str) -> None:
             .post("/", data=body, content_type="application/cloudevents-batch+json")
         )
         assert_problem(response, 415)
-    assert stored(apps) == (0, 0)
+    assert stored(shop) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +84,7 @@ def test_a_batch_of_events_is_a_415(shop: Shop, role: str) -> None:
 def test_huge_numbers_in_order_db_urls_are_a_4xx(
     shop: Shop, method: str, path: str, status: int
 ) -> None:
-    apps, _ = shop
+    apps = shop.apps
     response = apps["order-db"].test_client().open(path, method=method)
     assert response.status_code == status, response.data[:300]
     if status != 200:
@@ -97,6 +95,6 @@ def test_huge_numbers_in_order_db_urls_are_a_4xx(
     "path", [f"/api/orders/{HUGE}", f"/api/orders/{'9' * 100}", f"/order/orders?x={HUGE}"]
 )
 def test_huge_numbers_in_public_urls_are_no_500(shop: Shop, path: str) -> None:
-    apps, _ = shop
+    apps = shop.apps
     response = apps["dispatcher"].test_client().get(path)
     assert response.status_code < 500, response.data[:300]

@@ -3,15 +3,18 @@ once the order is durably stored."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
+from cloudevents.core.base import BaseCloudEvent
 from flask import Flask, Response, jsonify, request
 
 from cqrs_common import events
+from cqrs_common.client import Client
 from cqrs_common.cloudevents_io import Publisher, RejectedEventError, new_event
 from cqrs_common.config import Settings
 from cqrs_common.domain import (
+    ConflictError,
     Order,
     PlaceOrder,
     now_iso,
@@ -19,11 +22,10 @@ from cqrs_common.domain import (
     parse_order_id,
     parse_place_order,
 )
-from cqrs_common.http import Client
 from cqrs_common.roles import COMMAND_ORDER
 from cqrs_common.web import create_base_app, problem, read_json_body
 
-__all__ = ["create_app", "order_id_for", "place_order"]
+Publish = Callable[[BaseCloudEvent], None]
 
 
 def order_id_of(payload: Any, idempotency_key: str | None) -> str:
@@ -34,27 +36,33 @@ def order_id_of(payload: Any, idempotency_key: str | None) -> str:
     return order_id_for(idempotency_key)
 
 
-def place_order(command: PlaceOrder, order_id: str, publish: Publisher) -> Order:
+def place_order(command: PlaceOrder, order_id: str, publish: Publish) -> Order:
+    """Send `order.placed`; returns once order-db has stored it. ConflictError if the id names
+    another order already stored (422 from order-db)."""
     order = Order(order_id, command.product, command.quantity, command.unit_price, now_iso())
-    publish(
-        new_event(
-            events.ORDER_PLACED,
-            events.source(COMMAND_ORDER.name),
-            order.order_id,
-            events.order_to_data(order),
-        )
+    event = new_event(
+        events.ORDER_PLACED,
+        events.source(COMMAND_ORDER.name),
+        order.order_id,
+        events.order_to_data(order),
     )
+    try:
+        publish(event)
+    except RejectedEventError as exc:
+        if exc.status == 422:
+            raise ConflictError(exc.detail) from None
+        raise
     return order
 
 
-def create_app(env: Mapping[str, str] | None = None) -> Flask:
-    settings = Settings.from_env(COMMAND_ORDER.name, env)
+def create_app(settings: Settings | None = None, *, client: Client | None = None) -> Flask:
+    settings = settings or Settings.from_env(COMMAND_ORDER.name)
     # One try: the dispatcher retries (the same order id), so retrying here too would multiply.
-    publish = Publisher(settings.sink, Client(settings.http_timeout, retries=0))
+    publish = Publisher(settings.sink, (client or Client(settings.http_timeout)).with_retries(0))
     app = create_base_app(settings, __name__)
 
     @app.post("/orders")
-    def orders() -> Response:
+    def orders() -> tuple[Response, int] | Response:
         payload = read_json_body()
         command = parse_place_order(payload)
         order_id = order_id_of(payload, request.headers.get("Idempotency-Key"))

@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 
+from cqrs_common.client import UpstreamError
 from cqrs_common.domain import (
     MAX_QUANTITY,
     MAX_UNIT_PRICE,
@@ -29,7 +30,6 @@ from cqrs_common.domain import (
     parse_product,
     parse_quantity,
 )
-from cqrs_common.http import UpstreamError
 
 logger = logging.getLogger(__name__)
 

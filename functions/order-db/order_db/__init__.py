@@ -3,18 +3,22 @@ through a transactional outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
+from cloudevents.core.base import BaseCloudEvent
 from flask import Flask, Response, jsonify, request
 
-from cqrs_common import events
-from cqrs_common.cloudevents_io import BadEventError, Publisher, event_data
+from cqrs_common import events, lifecycle
+from cqrs_common.client import Client
+from cqrs_common.cloudevents_io import Publisher
 from cqrs_common.config import Settings
 from cqrs_common.db import Database
 from cqrs_common.domain import ValidationError
-from cqrs_common.http import Client
+from cqrs_common.receiver import Reply, receive_events
 from cqrs_common.roles import ORDER_DB
-from cqrs_common.web import create_base_app, incoming_event, problem
+from cqrs_common.web import create_base_app, problem
 from order_db.relay import OutboxRelay
 from order_db.store import PARKED, PENDING, SCHEMA, OrderStore
 
@@ -24,45 +28,56 @@ MAX_PAGE = 1000
 MAX_ID = 2**63 - 1
 
 
-def create_app(env: Mapping[str, str] | None = None) -> Flask:
-    settings = Settings.from_env(ORDER_DB.name, env)
-    db = Database(settings.database_url, SCHEMA)
-    store = OrderStore(db)
+def record(store: OrderStore, relay: OutboxRelay, data: Any) -> Reply:
+    """`order.placed`: store the order and its `order.recorded` in one transaction."""
+    order = events.order_from_data(data)
+    sequence, created = store.record(order)
+    if created:
+        relay.wake()
+    status = "recorded" if created else "duplicate"
+    return {"orderId": order.order_id, "sequence": sequence, "status": status}, (
+        201 if created else 200
+    )
+
+
+def relay_on_ping(relay: OutboxRelay, data: Any) -> Reply:
+    """A PingSource woke us (maybe from zero): relay now, inside the request, so the revision
+    stays up until the pending rows are sent."""
+    return relay.relay_due(), 200
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: OrderStore | None = None,
+    publish: Callable[[BaseCloudEvent], None] | None = None,
+    client: Client | None = None,
+) -> Flask:
+    settings = settings or Settings.from_env(ORDER_DB.name)
+    store = store or OrderStore(Database(settings.database_url, SCHEMA))
     # The outbox is the retry loop, with its own backoff; HTTP-level retries inside it would
     # multiply with the receiver's own retries (and Retry-After sleeps) while it is away.
-    client = Client(settings.http_timeout, retries=0)
+    client = (client or Client(settings.http_timeout)).with_retries(0)
+    publish = publish or Publisher(settings.sink, client)
     relay = OutboxRelay(
-        store,
-        Publisher(settings.sink, client),
-        settings.relay_base_delay,
-        settings.relay_max_delay,
-        settings.relay_poll_interval,
-    )
-    app = create_base_app(settings, __name__, ready=db.ping)
-    app.extensions["order_db"] = {"store": store, "relay": relay}
+        store, publish,
+        settings.relay_base_delay, settings.relay_max_delay, settings.relay_poll_interval,
+    )  # fmt: skip
+    app = create_base_app(settings, __name__, ready=store.db.ping)
+    receive_events(app, ORDER_DB.name, {
+        events.ORDER_PLACED: partial(record, store, relay),
+        events.PING: partial(relay_on_ping, relay),
+    })  # fmt: skip
+    _add_log_routes(app, store)
+    _add_outbox_routes(app, store, relay)
+    if settings.relay_enabled:
+        # Also relays whatever was left pending before a restart; at exit, hands back its claims.
+        lifecycle.on_start(app, relay.start)
+        lifecycle.on_stop(app, relay.release)
+    return app
 
-    @app.post("/")
-    def receive() -> Response:
-        event = incoming_event()
-        kind = event.get_type()
-        if kind == events.ORDER_PLACED:
-            order = events.order_from_data(event_data(event))
-            if event.get_subject() not in (None, order.order_id):
-                raise ValidationError("subject", "must equal data.orderId")
-            sequence, created = store.record(order)
-            if created:
-                relay.wake()
-            return jsonify(
-                orderId=order.order_id,
-                sequence=sequence,
-                status="recorded" if created else "duplicate",
-            ), (201 if created else 200)
-        if kind == events.PING:
-            # A PingSource woke us (maybe from zero): relay now, inside the request, so the
-            # revision stays up until the pending rows are sent.
-            return jsonify(relay.relay_due())
-        raise BadEventError(f"unknown event type {kind!r} for {ORDER_DB.name}")
 
+def _add_log_routes(app: Flask, store: OrderStore) -> None:
     @app.get("/orders")
     def orders_page() -> Response:
         try:
@@ -85,6 +100,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
             return problem(404, "Not Found", f"no order {order_id}")
         return jsonify(events.recorded_to_data(*found))
 
+
+def _add_outbox_routes(app: Flask, store: OrderStore, relay: OutboxRelay) -> None:
     @app.post("/outbox/relay")
     def relay_now() -> Response:
         return jsonify(relay.relay_due())
@@ -102,7 +119,3 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
             return problem(404, "Not Found", f"no parked outbox row {row_id}")
         relay.wake()
         return jsonify(id=row_id, status=PENDING)
-
-    if settings.relay_enabled:
-        relay.start()  # also relays whatever was left pending before a restart
-    return app

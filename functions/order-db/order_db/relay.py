@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import random
@@ -16,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from cloudevents.core.base import BaseCloudEvent
 
 from cqrs_common import events
+from cqrs_common.client import UpstreamError
 from cqrs_common.cloudevents_io import RejectedEventError, new_event
 from cqrs_common.db import StoreUnavailableError
-from cqrs_common.http import UpstreamError
+from cqrs_common.lifecycle import DRAINING
 from cqrs_common.roles import ORDER_DB
-from cqrs_common.web import DRAINING
 from order_db.store import OrderStore, OutboxRow
 
 logger = logging.getLogger(__name__)
@@ -59,8 +58,6 @@ class OutboxRelay:
         # Claims carry the pod's name: a restarted container keeps it, another replica does not
         # (sibling workers share it: at worst one batch is sent twice, which receivers ignore).
         self.owner = socket.gethostname()
-        # A stopping process hands its unsent rows back, or they would wait out the lease.
-        atexit.register(self.release)
 
     def wake(self) -> None:
         self._wake.set()
@@ -129,10 +126,11 @@ class OutboxRelay:
         self._wake.set()
 
     def release(self) -> None:
-        """At exit: let the batch in hand finish, then hand back whatever is still claimed."""
+        """At exit (cqrs_common.lifecycle): let the batch in hand finish, then hand back whatever
+        is still claimed, or it would wait out its lease."""
+        self.stop()
         if not self._claims:
             return
-        self.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         for token in list(self._claims):

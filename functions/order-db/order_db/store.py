@@ -11,56 +11,45 @@ from typing import Any
 
 from cqrs_common import events
 from cqrs_common.db import Database
-from cqrs_common.domain import Order, now_iso
+from cqrs_common.domain import ConflictError, Order, now_iso
 
-SCHEMA = {
-    "sqlite": [
-        """CREATE TABLE IF NOT EXISTS orders (
-            sequence INTEGER PRIMARY KEY AUTOINCREMENT,
-            order_id TEXT NOT NULL UNIQUE,
-            product TEXT NOT NULL,
-            quantity INTEGER NOT NULL,
-            unit_price TEXT NOT NULL,
-            placed_at TEXT NOT NULL,
-            recorded_at TEXT NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS outbox (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            event_id TEXT NOT NULL,
-            event_type TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            payload TEXT NOT NULL,
-            status TEXT NOT NULL DEFAULT 'pending',
-            attempts INTEGER NOT NULL DEFAULT 0,
-            next_attempt_at REAL NOT NULL,
-            claim TEXT,
-            last_error TEXT,
-            created_at TEXT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at)",
-    ],
-    "postgresql": [
-        """CREATE TABLE IF NOT EXISTS orders (
-            sequence BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            order_id TEXT NOT NULL UNIQUE,
-            product TEXT NOT NULL,
-            quantity INTEGER NOT NULL,
-            unit_price NUMERIC(14, 2) NOT NULL,
-            placed_at TEXT NOT NULL,
-            recorded_at TEXT NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS outbox (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            event_id TEXT NOT NULL,
-            event_type TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            payload TEXT NOT NULL,
-            status TEXT NOT NULL DEFAULT 'pending',
-            attempts INTEGER NOT NULL DEFAULT 0,
-            next_attempt_at DOUBLE PRECISION NOT NULL,
-            claim TEXT,
-            last_error TEXT,
-            created_at TEXT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at)",
-    ],
+# Each table once; the column types that differ between the two dialects are filled in.
+_TYPES = {
+    "sqlite": {
+        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "money": "TEXT",  # exact decimal text; SQLite's NUMERIC would round through a float
+        "seconds": "REAL",
+    },
+    "postgresql": {
+        "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "money": "NUMERIC(14, 2)",
+        "seconds": "DOUBLE PRECISION",
+    },
 }
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS orders (
+        sequence {serial},
+        order_id TEXT NOT NULL UNIQUE,
+        product TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        unit_price {money} NOT NULL,
+        placed_at TEXT NOT NULL,
+        recorded_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS outbox (
+        id {serial},
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at {seconds} NOT NULL,
+        claim TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at)",
+)
+SCHEMA = {dialect: [t.format(**types) for t in _TABLES] for dialect, types in _TYPES.items()}
 
 PENDING, PARKED = "pending", "parked"
 INSERT_ORDER = """
@@ -79,6 +68,26 @@ class OutboxRow:
     attempts: int
 
 
+def _existing(tx: Any, order: Order) -> int | None:
+    """The sequence of the order already stored under this id, if any; ConflictError if that one
+    is another order (its placedAt may differ: a retried request is placed again)."""
+    row = tx.execute(
+        "SELECT sequence, product, quantity, unit_price FROM orders WHERE order_id = ?",
+        (order.order_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    sequence, product, quantity, unit_price = row
+    if (product, int(quantity), Decimal(str(unit_price))) != (
+        order.product, order.quantity, order.unit_price,
+    ):  # fmt: skip
+        raise ConflictError(
+            f"order {order.order_id} was placed with another product, quantity or price: "
+            "an Idempotency-Key names one order"
+        )
+    return int(sequence)
+
+
 def _order(row: tuple[Any, ...]) -> tuple[Order, int]:
     sequence, order_id, product, quantity, unit_price, placed_at = row
     return Order(order_id, product, int(quantity), Decimal(str(unit_price)), placed_at), int(
@@ -93,15 +102,14 @@ class OrderStore:
     def record(self, order: Order) -> tuple[int, bool]:
         """Append the order and its `order.recorded` outbox row in one transaction.
 
-        Returns (sequence, created); an order id seen before changes nothing (created False).
+        Returns (sequence, created); an order id seen before changes nothing (created False),
+        and raises ConflictError if it was stored with another product, quantity or price.
         """
         with self.db.transaction() as tx:
             # Look first: a duplicate then costs no sequence number (a failed INSERT would).
-            existing = tx.execute(
-                "SELECT sequence FROM orders WHERE order_id = ?", (order.order_id,)
-            ).fetchone()
+            existing = _existing(tx, order)
             if existing is not None:
-                return int(existing[0]), False
+                return existing, False
             row = tx.execute(
                 INSERT_ORDER,
                 (
@@ -114,10 +122,9 @@ class OrderStore:
                 ),
             ).fetchone()
             if row is None:  # a concurrent writer on PostgreSQL stored it between our two steps
-                existing = tx.execute(
-                    "SELECT sequence FROM orders WHERE order_id = ?", (order.order_id,)
-                ).fetchone()
-                return int(existing[0]), False
+                existing = _existing(tx, order)
+                assert existing is not None  # ON CONFLICT did nothing: the row is there
+                return existing, False
             sequence = int(row[0])
             tx.execute(
                 "INSERT INTO outbox (event_id, event_type, subject, payload, next_attempt_at,"
@@ -181,23 +188,20 @@ class OrderStore:
 
     def release(self, token: str) -> int:
         """Make rows still held under `token` due now (their relay is stopping, not sending)."""
-        with self.db.transaction() as tx:
-            tx.execute(
-                "UPDATE outbox SET claim = NULL, next_attempt_at = 0"
-                " WHERE claim = ? AND status = 'pending'",
-                (token,),
-            )
-            return tx.rowcount
+        return self._release("claim = ?", (token,))
 
     def release_owner(self, owner: str) -> int:
         """Make every row claimed by `owner`'s relays due now (an earlier process of the same
         pod, killed mid-batch: its claims would otherwise wait out their lease)."""
         prefix = f"{owner}/"
+        return self._release("substr(claim, 1, ?) = ?", (len(prefix), prefix))
+
+    def _release(self, claimed: str, params: tuple[Any, ...]) -> int:
         with self.db.transaction() as tx:
             tx.execute(
                 "UPDATE outbox SET claim = NULL, next_attempt_at = 0"
-                " WHERE status = 'pending' AND substr(claim, 1, ?) = ?",
-                (len(prefix), prefix),
+                f" WHERE status = 'pending' AND {claimed}",
+                params,
             )
             return tx.rowcount
 

@@ -4,27 +4,25 @@ and can replay the whole order log from order-db."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
 from flask import Flask, Response, jsonify, request
 
 from cqrs_common import events
-from cqrs_common.cloudevents_io import (
-    BadEventError,
-    Publisher,
-    RejectedEventError,
-    event_data,
-    new_event,
-)
+from cqrs_common.client import Client
+from cqrs_common.cloudevents_io import BadEventError, Publisher, RejectedEventError, new_event
 from cqrs_common.config import Settings
-from cqrs_common.domain import Order, ValidationError, delta_for
-from cqrs_common.http import Client
-from cqrs_common.roles import PROCESS_DATA
-from cqrs_common.web import create_base_app, incoming_event, no_deadline, problem
+from cqrs_common.domain import Order, delta_for
+from cqrs_common.receiver import Reply, receive_events
+from cqrs_common.roles import ORDER_DB, PROCESS_DATA
+from cqrs_common.web import create_base_app, no_deadline
 
 logger = logging.getLogger(__name__)
 REPLAY_PAGE = 500
+Publish = Callable[[BaseCloudEvent], None]
 
 
 def delta_event(order: Order) -> BaseCloudEvent:
@@ -33,9 +31,18 @@ def delta_event(order: Order) -> BaseCloudEvent:
     return new_event(events.STATS_DELTA, events.source(PROCESS_DATA.name), order.order_id, data)
 
 
-def replay(
-    client: Client, order_db_url: str, publish: Callable[[BaseCloudEvent], None]
-) -> dict[str, int]:
+def project(publish: Publish, data: Any) -> Reply:
+    """`order.recorded`: send its delta to the read store."""
+    order, _sequence = events.recorded_from_data(data)
+    try:
+        publish(delta_event(order))
+    except RejectedEventError as exc:
+        # The read store will never take it: say so with a 4xx, so no one retries it.
+        raise BadEventError(f"the read store refused its delta: {exc.detail}") from None
+    return {"orderId": order.order_id, "status": "projected"}, 200
+
+
+def replay(client: Client, order_db_url: str, publish: Publish) -> dict[str, int]:
     """Send a delta for every order in the log, page by page; the read store skips counted ones."""
     after, sent = 0, 0
     while True:
@@ -50,35 +57,22 @@ def replay(
             return {"replayed": sent, "lastSequence": after}
 
 
-def create_app(env: Mapping[str, str] | None = None) -> Flask:
-    settings = Settings.from_env(PROCESS_DATA.name, env)
+def create_app(settings: Settings | None = None, *, client: Client | None = None) -> Flask:
+    settings = settings or Settings.from_env(PROCESS_DATA.name)
+    client = client or Client(settings.http_timeout)
     # Live deltas get one try: the outbox relay (or the broker) that delivered the event retries
     # it. A replay is an operator's long job with no one to retry each step: it retries itself.
-    publish = Publisher(settings.sink, Client(settings.http_timeout, retries=0))
-    replay_client = Client(settings.http_timeout, settings.http_retries)
+    publish = Publisher(settings.sink, client.with_retries(0))
+    replay_client = client.with_retries(settings.http_retries)
     replay_publish = Publisher(settings.sink, replay_client)
     app = create_base_app(settings, __name__)
-
-    @app.post("/")
-    def receive() -> Response:
-        event = incoming_event()
-        if event.get_type() != events.ORDER_RECORDED:
-            raise BadEventError(f"unknown event type {event.get_type()!r} for {PROCESS_DATA.name}")
-        order, _sequence = events.recorded_from_data(event_data(event))
-        if event.get_subject() not in (None, order.order_id):
-            raise ValidationError("subject", "must equal data.orderId")
-        try:
-            publish(delta_event(order))
-        except RejectedEventError as exc:
-            # The read store will never take it: say so with a 4xx, so no one retries it.
-            return problem(400, "Delta refused by the read store", exc.detail)
-        return jsonify(orderId=order.order_id, status="projected")
+    receive_events(app, PROCESS_DATA.name, {events.ORDER_RECORDED: partial(project, publish)})
 
     @app.post("/replay")
     def replay_route() -> Response:
         logger.info("replay requested", extra={"traceparent": request.headers.get("traceparent")})
         no_deadline()  # as long as the log takes; each call still has its own timeout
-        result = replay(replay_client, settings.order_db_url, replay_publish)
+        result = replay(replay_client, settings.url_of(ORDER_DB), replay_publish)
         logger.info("replay done: %s orders", result["replayed"])
         return jsonify(result)
 

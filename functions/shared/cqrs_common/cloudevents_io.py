@@ -12,7 +12,7 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event, to_bina
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.v1.event import CloudEvent
 
-from cqrs_common.http import Client, UpstreamError
+from cqrs_common.client import Client, UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,16 @@ class Publisher:
         status = response.status_code
         if 200 <= status < 300:
             return
-        detail = response.text[:300]
+        detail = _detail(response.text)
         if 400 <= status < 500 and status not in RETRYABLE_4XX:
             raise RejectedEventError(status, detail)
         raise UpstreamError(self.sink, f"answered {status}: {detail}", status)
+
+
+def _detail(body: str) -> str:
+    """What a refusal says: a problem document's `detail`, else the start of the body."""
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return detail if isinstance(detail, str) else body[:300]

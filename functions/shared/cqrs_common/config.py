@@ -1,36 +1,46 @@
-"""Settings read once from the environment (or a plain dict in tests)."""
+"""Settings read once from the environment (or a plain dict in tests).
+
+Wiring has no defaults: a role started without the URL of a role it calls, its K_SINK or its
+DATABASE_URL stops at once naming the variable. `make run` (devtools.stack) sets them all from
+cqrs_common.roles; in a cluster the manifests do. A default of 127.0.0.1 would have a role in a
+pod call itself, and a default SQLite file would keep orders in a container's throwaway disk.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from cqrs_common.roles import ROLES_BY_NAME
-
-
-def _local_url(role_name: str) -> str:
-    return f"http://127.0.0.1:{ROLES_BY_NAME[role_name].port}"
+from cqrs_common.roles import ROLES_BY_NAME, Role
 
 
-# Where each role sends its events when K_SINK is not set: the next role, as `make run` wires it.
-_DEFAULT_SINKS = {
-    "command-order": _local_url("order-db"),
-    "order-db": _local_url("process-data"),
-    "process-data": _local_url("stats-order-db"),
-}
+class ConfigError(RuntimeError):
+    """A setting the role cannot start without is missing or malformed."""
+
+
+def _required(env: Mapping[str, str], name: str, why: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"set {name}: {why}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(env.get(name, default))
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {env[name]!r}") from None
 
 
 @dataclass(frozen=True)
 class Settings:
     role: str
     port: int
-    sink: str | None
-    command_order_url: str
-    query_order_url: str
-    stats_db_url: str
-    order_db_url: str
-    database_url: str
+    sink: str | None = None
+    # Base URL of every role this one calls, by role name (cqrs_common.roles: Role.peers).
+    peers: Mapping[str, str] = field(default_factory=dict)
+    database_url: str = ""
     log_level: str = "INFO"
     # Outbound calls: seconds to connect and to read, and how often to retry a transient failure
     # (at the edge only: the dispatcher; the roles behind it make one try each).
@@ -45,27 +55,40 @@ class Settings:
     relay_poll_interval: float = 5.0
     relay_enabled: bool = True
 
+    def url_of(self, role: Role) -> str:
+        return self.peers[role.name]
+
     @classmethod
-    def from_env(cls, role: str, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, role_name: str, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        data_dir = env.get("CQRS_DATA_DIR", "var")
-        default_db = {
-            "order-db": f"sqlite:///{data_dir}/orders.sqlite3",
-            "stats-order-db": f"sqlite:///{data_dir}/stats.sqlite3",
-        }.get(role, "")
+        role = ROLES_BY_NAME[role_name]
+        sink = None
+        if role.sink is not None:
+            sink = _required(
+                env, "K_SINK", f"where {role.name} sends its events ({role.sink}, or a Broker)"
+            )
+        peers = {}
+        for peer_name in role.peers:
+            peer = ROLES_BY_NAME[peer_name]
+            assert peer.url_env is not None  # roles.py gives every called role one
+            peers[peer_name] = _required(
+                env, peer.url_env, f"{role.name} calls {peer.name} there"
+            ).rstrip("/")
+        database_url = ""
+        if role.store is not None:
+            database_url = _required(
+                env, "DATABASE_URL", f"{role.name}'s store (sqlite:///path or postgresql://...)"
+            )
         return cls(
-            role=role,
-            port=int(env.get("PORT", ROLES_BY_NAME[role].port)),
-            sink=env.get("K_SINK") or _DEFAULT_SINKS.get(role),
-            command_order_url=env.get("COMMAND_ORDER_URL", _local_url("command-order")),
-            query_order_url=env.get("QUERY_ORDER_URL", _local_url("query-order")),
-            stats_db_url=env.get("STATS_DB_URL", _local_url("stats-order-db")),
-            order_db_url=env.get("ORDER_DB_URL", _local_url("order-db")),
-            database_url=env.get("DATABASE_URL", default_db),
+            role=role.name,
+            port=int(env.get("PORT", role.port)),
+            sink=sink,
+            peers=peers,
+            database_url=database_url,
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            request_timeout=float(env.get("REQUEST_TIMEOUT", 30.0)),
-            relay_base_delay=float(env.get("RELAY_BASE_DELAY", 0.5)),
-            relay_max_delay=float(env.get("RELAY_MAX_DELAY", 60.0)),
-            relay_poll_interval=float(env.get("RELAY_POLL_INTERVAL", 5.0)),
-            relay_enabled=env.get("RELAY_ENABLED", "1") not in ("0", "false", "no"),
+            request_timeout=_number(env, "REQUEST_TIMEOUT", 30.0),
+            relay_base_delay=_number(env, "RELAY_BASE_DELAY", 0.5),
+            relay_max_delay=_number(env, "RELAY_MAX_DELAY", 60.0),
+            relay_poll_interval=_number(env, "RELAY_POLL_INTERVAL", 5.0),
+            relay_enabled=env.get("RELAY_ENABLED", "1").lower() not in ("0", "false", "no"),
         )

@@ -41,6 +41,11 @@ class ValidationError(ValueError):
         return next(iter(self.errors))
 
 
+class ConflictError(ValueError):
+    """The request names something that exists with other contents: an order id (made from an
+    Idempotency-Key) already placed with another product, quantity or price."""
+
+
 def reason_sentence(field: str, reason: str) -> str:
     """One reason as a sentence that stands alone: a customer's field already has one; a
     terse reason ("must be ...") gets its field's name in front."""
@@ -79,6 +84,7 @@ class StatsDelta:
     order_id: str
     product: str
     quantity: int
+    unit_price: Decimal
     amount: Decimal
 
 
@@ -87,7 +93,7 @@ def order_amount(quantity: int, unit_price: Decimal) -> Decimal:
 
 
 def delta_for(order: Order) -> StatsDelta:
-    return StatsDelta(order.order_id, order.product, order.quantity, order.amount)
+    return StatsDelta(order.order_id, order.product, order.quantity, order.unit_price, order.amount)
 
 
 def now_iso() -> str:

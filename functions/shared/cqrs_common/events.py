@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from cqrs_common.domain import (
     Order,
     StatsDelta,
     ValidationError,
+    order_amount,
     parse_money,
     parse_order_id,
     parse_product,
@@ -35,25 +37,36 @@ def _require_object(data: Any) -> dict[str, Any]:
     return data
 
 
-def order_to_data(order: Order) -> dict[str, Any]:
+def _line_to_data(line: Order | StatsDelta) -> dict[str, Any]:
+    """What an order and its delta both say: which order, of what, how many, at what price."""
     return {
-        "orderId": order.order_id,
-        "product": order.product,
-        "quantity": order.quantity,
-        "unitPrice": str(order.unit_price),
-        "placedAt": order.placed_at,
+        "orderId": line.order_id,
+        "product": line.product,
+        "quantity": line.quantity,
+        "unitPrice": str(line.unit_price),
     }
+
+
+def _line_from_data(data: Any) -> tuple[dict[str, Any], str, str, int, Decimal]:
+    data = _require_object(data)
+    return (
+        data,
+        parse_order_id(data.get("orderId")),
+        parse_product(data.get("product")),
+        parse_quantity(data.get("quantity")),
+        parse_money(data.get("unitPrice"), "unitPrice"),
+    )
+
+
+def order_to_data(order: Order) -> dict[str, Any]:
+    return {**_line_to_data(order), "placedAt": order.placed_at}
 
 
 def order_from_data(data: Any) -> Order:
     """Parse the data of `order.placed` (and the order part of `order.recorded`)."""
-    data = _require_object(data)
+    data, order_id, product, quantity, unit_price = _line_from_data(data)
     return Order(
-        order_id=parse_order_id(data.get("orderId")),
-        product=parse_product(data.get("product")),
-        quantity=parse_quantity(data.get("quantity")),
-        unit_price=parse_money(data.get("unitPrice"), "unitPrice"),
-        placed_at=parse_timestamp(data.get("placedAt"), "placedAt"),
+        order_id, product, quantity, unit_price, parse_timestamp(data.get("placedAt"), "placedAt")
     )
 
 
@@ -70,19 +83,15 @@ def recorded_from_data(data: Any) -> tuple[Order, int]:
 
 
 def delta_to_data(delta: StatsDelta) -> dict[str, Any]:
-    return {
-        "orderId": delta.order_id,
-        "product": delta.product,
-        "quantity": delta.quantity,
-        "amount": str(delta.amount),
-    }
+    return {**_line_to_data(delta), "amount": str(delta.amount)}
 
 
 def delta_from_data(data: Any) -> StatsDelta:
-    data = _require_object(data)
-    return StatsDelta(
-        order_id=parse_order_id(data.get("orderId")),
-        product=parse_product(data.get("product")),
-        quantity=parse_quantity(data.get("quantity")),
-        amount=parse_money(data.get("amount"), "amount", max_places=2, maximum=None),
-    )
+    """Parse a `stats.delta`; its amount must be quantity x unitPrice, so a delta cannot add to
+    the totals anything an order could not have."""
+    data, order_id, product, quantity, unit_price = _line_from_data(data)
+    amount = parse_money(data.get("amount"), "amount", max_places=2, maximum=None)
+    expected = order_amount(quantity, unit_price)
+    if amount != expected:
+        raise ValidationError("amount", f"must be quantity x unitPrice ({expected})")
+    return StatsDelta(order_id, product, quantity, unit_price, amount)

@@ -33,7 +33,7 @@ logconfig_dict = {
     "disable_existing_loggers": False,
     "formatters": {
         "json": {
-            "()": "cqrs_common.logging.JsonFormatter",
+            "()": "cqrs_common.logs.JsonFormatter",
             "role": os.environ.get("K_SERVICE", os.environ.get("CQRS_ROLE", "gunicorn")),
         }
     },
@@ -59,7 +59,7 @@ def on_starting(server) -> None:
 
 
 def _watch_lifeline() -> None:
-    """Under cqrs_common.stack, fd CQRS_SUPERVISOR_FD is the read end of a pipe only the
+    """Under devtools.stack, fd CQRS_SUPERVISOR_FD is the read end of a pipe only the
     supervisor can write to: it reads end-of-file when the supervisor exits, however it exits
     (SIGKILL included), and this master then stops as on SIGTERM, workers and all."""
     import threading
@@ -93,15 +93,39 @@ def _limit_malloc_arenas() -> None:
         ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
 
 
-def post_worker_init(worker) -> None:
-    """On SIGTERM, turn not-ready first; gunicorn then finishes in-flight requests and exits."""
-    from cqrs_common.web import DRAINING
+def _flask_app(worker):
+    """The role's Flask app inside the worker (the worker wraps it), or None: in the master,
+    or when the app failed to load."""
+    from flask import Flask
 
+    app = getattr(worker, "wsgi", None)
+    app = getattr(app, "__wrapped__", app)
+    return app if isinstance(app, Flask) else None
+
+
+def post_worker_init(worker) -> None:
+    """Start what the app runs beside its requests (order-db's outbox relay), and on SIGTERM turn
+    not-ready first; gunicorn then finishes in-flight requests and exits."""
+    from cqrs_common import lifecycle
+
+    app = _flask_app(worker)
+    if app is not None:
+        lifecycle.start(app)
     stop = signal.getsignal(signal.SIGTERM)
 
     def drain(signum: int, frame) -> None:
-        DRAINING.set()
+        lifecycle.DRAINING.set()
         if callable(stop):
             stop(signum, frame)
 
     signal.signal(signal.SIGTERM, drain)
+
+
+def worker_exit(server, worker) -> None:
+    """The worker is leaving (after its last request): stop what `post_worker_init` started.
+    gunicorn also calls this in the master for a worker that vanished: it has no app there."""
+    from cqrs_common import lifecycle
+
+    app = _flask_app(worker)
+    if app is not None:
+        lifecycle.stop(app)

@@ -195,6 +195,7 @@ class BufferedThreadWorker(ThreadWorker):
             environ[ARRIVED_KEY] = getattr(arrival, "at", None) or time.monotonic()
             return app(environ, start_response)
 
+        stamped.__wrapped__ = app  # type: ignore[attr-defined]  # the app, for gunicorn_conf
         self.wsgi = stamped
 
     # -- the event loop ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The six roles: one place for their names, packages and local ports."""
+"""The six roles and how they are wired: the one place for their names, ports, who sends events
+to whom, who calls whom by URL, and which of them keep a store."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ SERVICE_PREFIX = "cqrs-"
 class Role:
     name: str  # folder under functions/, Tekton matrix value
     port: int  # local port for `make run`; in Knative every role listens on $PORT
+    # The variable other roles read this role's base URL from, if any role calls it by URL.
+    url_env: str | None = None
+    # The role this one sends its events to when wired directly (K_SINK), if it produces any.
+    sink: str | None = None
+    # The roles this one calls by URL (their `url_env`).
+    peers: tuple[str, ...] = ()
+    # The file stem of its SQLite store under `make run`, if it keeps one.
+    store: str | None = None
 
     @property
     def service(self) -> str:
@@ -23,12 +32,12 @@ class Role:
         return self.name.replace("-", "_")
 
 
-DISPATCHER = Role("dispatcher", 8080)
-COMMAND_ORDER = Role("command-order", 8081)
-ORDER_DB = Role("order-db", 8082)
-PROCESS_DATA = Role("process-data", 8083)
-QUERY_ORDER = Role("query-order", 8084)
-STATS_ORDER_DB = Role("stats-order-db", 8085)
+DISPATCHER = Role("dispatcher", 8080, peers=("command-order", "query-order"))
+COMMAND_ORDER = Role("command-order", 8081, url_env="COMMAND_ORDER_URL", sink="order-db")
+ORDER_DB = Role("order-db", 8082, url_env="ORDER_DB_URL", sink="process-data", store="orders")
+PROCESS_DATA = Role("process-data", 8083, sink="stats-order-db", peers=("order-db",))
+QUERY_ORDER = Role("query-order", 8084, url_env="QUERY_ORDER_URL", peers=("stats-order-db",))
+STATS_ORDER_DB = Role("stats-order-db", 8085, url_env="STATS_DB_URL", store="stats")
 
 ROLES: tuple[Role, ...] = (
     DISPATCHER,

@@ -1,47 +1,45 @@
 """What every role's app has: problem+json errors, health, request logs, body limit, draining,
-and the request's deadline (cqrs_common.deadline)."""
+safe response headers, and the request's deadline (cqrs_common.deadline)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from cqrs_common import logging as json_logging
-from cqrs_common.cloudevents_io import (
-    BadEventError,
-    UnsupportedEventModeError,
-    event_log_fields,
-    read_event,
-)
+from cqrs_common import logs
+from cqrs_common.client import DeadlineExceededError, UpstreamError
+from cqrs_common.cloudevents_io import BadEventError, UnsupportedEventModeError
 from cqrs_common.config import Settings
-from cqrs_common.db import StoreUnavailableError  # the storage layer's; mapped to 503 here
+from cqrs_common.db import StoreUnavailableError
 from cqrs_common.deadline import Deadline
-from cqrs_common.domain import ValidationError, reason_sentence
-from cqrs_common.http import DeadlineExceededError, UpstreamError
+from cqrs_common.domain import ConflictError, ValidationError, reason_sentence
+from cqrs_common.lifecycle import DRAINING
 from cqrs_common.limits import MAX_BODY_BYTES, PROBLEM_JSON
 
 logger = logging.getLogger(__name__)
 
 VALIDATION_PROBLEM = "urn:cqrs:problem:validation"
+CONFLICT_PROBLEM = "urn:cqrs:problem:conflict"
 BAD_EVENT_PROBLEM = "urn:cqrs:problem:bad-event"
 UNAVAILABLE_PROBLEM = "urn:cqrs:problem:unavailable"
 DEADLINE_PROBLEM = "urn:cqrs:problem:deadline"
 PROBES = ("/healthz", "/readyz")
+JSON_TYPES = ("application/json", PROBLEM_JSON)
 # Set by cqrs_common.gunicorn_worker: when the request had fully arrived (time.monotonic()), so
 # the time it waited for a thread counts against its budget.
 ARRIVED_KEY = "cqrs.arrived"
 
-# Set when the process is asked to stop (SIGTERM): /readyz turns 503 so no new work comes in
-# while in-flight requests finish. gunicorn_conf sets it from the worker's signal handler.
-DRAINING = threading.Event()
+
+class UnsupportedMediaType(Exception):
+    """The body's content type is not one this route takes (415)."""
 
 
 def problem(
@@ -60,8 +58,7 @@ def problem(
     if invalid_params:
         body["invalid-params"] = [{"name": k, "reason": v} for k, v in invalid_params.items()]
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
+    response.headers.update(headers or {})
     return response
 
 
@@ -70,6 +67,11 @@ def validation_problem(exc: ValidationError) -> Response:
     return problem(
         400, "Invalid request", detail, type_=VALIDATION_PROBLEM, invalid_params=exc.errors
     )
+
+
+def conflict_problem(detail: str) -> Response:
+    """422, as the IETF Idempotency-Key draft answers a key reused with another request."""
+    return problem(422, "Unprocessable Content", detail, type_=CONFLICT_PROBLEM)
 
 
 def read_json_body() -> Any:
@@ -84,20 +86,9 @@ def read_json_body() -> Any:
         raise ValidationError("body", "is nested too deeply") from None
 
 
-class UnsupportedMediaType(Exception):
-    """The body's content type is not one this route takes (415)."""
-
-
 def no_deadline() -> None:
     """Let the current request run past the role's budget (an operator's long job: replay)."""
     g.deadline = None
-
-
-def incoming_event():
-    """The CloudEvent of the current request; its attributes go on the request's log line."""
-    event = read_event(dict(request.headers), request.get_data(cache=True))
-    g.log_fields = event_log_fields(event)
-    return event
 
 
 def create_base_app(
@@ -109,10 +100,17 @@ def create_base_app(
 
     `ready` raises when the role cannot serve (its store unreachable); /readyz then answers 503.
     """
-    json_logging.configure(settings.role, settings.log_level)
+    logs.configure(settings.role, settings.log_level)
     app = Flask(import_name)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["SETTINGS"] = settings
+    _add_request_hooks(app, settings)
+    _add_probes(app, ready)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_request_hooks(app: Flask, settings: Settings) -> None:
     access = logging.getLogger(f"cqrs.{settings.role}.access")
 
     @app.before_request
@@ -124,32 +122,44 @@ def create_base_app(
         if g.deadline.expired() and request.path not in PROBES:
             # Its caller has given up by now: doing the work would only add to the load.
             return problem(
-                503,
-                "Deadline exceeded",
+                503, "Deadline exceeded",
                 "the request waited longer than its budget before it could start",
-                type_=DEADLINE_PROBLEM,
-                headers={"Retry-After": "1"},
-            )
+                type_=DEADLINE_PROBLEM, headers={"Retry-After": "1"},
+            )  # fmt: skip
         return None
 
     @app.after_request
-    def _log_request(response: Response) -> Response:
+    def _finish(response: Response) -> Response:
+        _secure_headers(response)
         if request.path in PROBES and response.status_code == 200:
             return response  # probes every few seconds would drown the log
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         fields: dict[str, Any] = {
-            "role": settings.role,
-            "method": request.method,
-            "path": request.path,
-            "status": response.status_code,
-            "duration_ms": round(
-                (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
-            ),
-            "traceparent": request.headers.get("traceparent"),
-            **g.get("log_fields", {}),
-        }
+            "role": settings.role, "method": request.method, "path": request.path,
+            "status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
+            "traceparent": request.headers.get("traceparent"), **g.get("log_fields", {}),
+        }  # fmt: skip
         access.info("%s %s %s", request.method, request.path, response.status_code, extra=fields)
         return response
 
+
+def _secure_headers(response: Response) -> None:
+    """No browser guesses a type from the body; no cache keeps an answer about an order or the
+    totals (they change, and may be one customer's); a redirect names a path, never a host:
+    Werkzeug builds its own (a missing trailing slash) from the Host header, which the client
+    chose, and the shop never sends anyone to another site."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.mimetype in JSON_TYPES:
+        response.headers.setdefault("Cache-Control", "no-store")
+    location = response.headers.get("Location")
+    if location:
+        target = urlsplit(location)
+        if target.scheme or target.netloc:
+            query = f"?{target.query}" if target.query else ""
+            response.headers["Location"] = (target.path or "/") + query
+
+
+def _add_probes(app: Flask, ready: Callable[[], None] | None) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
         return Response('{"status":"alive"}', mimetype="application/json")
@@ -165,69 +175,68 @@ def create_base_app(
                 return problem(503, "Not ready", str(exc), type_=UNAVAILABLE_PROBLEM)
         return Response('{"status":"ready"}', mimetype="application/json")
 
-    @app.errorhandler(ValidationError)
-    def _invalid(exc: ValidationError) -> Response:
-        return validation_problem(exc)
 
-    @app.errorhandler(BadEventError)
-    def _bad_event(exc: BadEventError) -> Response:
-        logger.warning("refused event: %s", exc, extra=g.get("log_fields", {}))
-        return problem(400, "Bad CloudEvent", str(exc), type_=BAD_EVENT_PROBLEM)
+def _unavailable(detail: str) -> Response:
+    return problem(
+        503, "Service Unavailable", detail,
+        type_=UNAVAILABLE_PROBLEM, headers={"Retry-After": "1"},
+    )  # fmt: skip
 
-    @app.errorhandler(UnsupportedEventModeError)
-    def _unsupported_mode(exc: UnsupportedEventModeError) -> Response:
-        logger.warning("refused event: %s", exc)
-        return problem(415, "Unsupported Media Type", str(exc), type_=BAD_EVENT_PROBLEM)
 
-    @app.errorhandler(UnsupportedMediaType)
-    def _unsupported(exc: UnsupportedMediaType) -> Response:
-        return problem(415, "Unsupported Media Type", "send application/json")
+def _bad_event(exc: BadEventError) -> Response:
+    logger.warning("refused event: %s", exc, extra=g.get("log_fields", {}))
+    status = 415 if isinstance(exc, UnsupportedEventModeError) else 400
+    title = "Unsupported Media Type" if status == 415 else "Bad CloudEvent"
+    return problem(status, title, str(exc), type_=BAD_EVENT_PROBLEM)
 
-    @app.errorhandler(UpstreamError)
-    def _upstream(exc: UpstreamError) -> Response:
-        logger.warning("upstream unavailable: %s", exc)
-        return problem(
-            503,
-            "Service Unavailable",
-            f"a dependency is unavailable ({exc.detail}); try again",
-            type_=UNAVAILABLE_PROBLEM,
-            headers={"Retry-After": "1"},
-        )
 
-    @app.errorhandler(DeadlineExceededError)
-    def _deadline(exc: DeadlineExceededError) -> Response:
+def _upstream(exc: UpstreamError) -> Response:
+    if isinstance(exc, DeadlineExceededError):
         logger.warning("deadline exceeded: %s", exc)
         return problem(
-            504,
-            "Gateway Timeout",
+            504, "Gateway Timeout",
             f"a dependency did not answer within the request's budget ({exc.detail})",
             type_=DEADLINE_PROBLEM,
-        )
+        )  # fmt: skip
+    logger.warning("upstream unavailable: %s", exc)
+    return _unavailable(f"a dependency is unavailable ({exc.detail}); try again")
 
-    @app.errorhandler(StoreUnavailableError)
-    def _store(exc: StoreUnavailableError) -> Response:
-        logger.warning("store unavailable: %s", exc)
-        return problem(
-            503,
-            "Store unavailable",
-            str(exc),
-            type_=UNAVAILABLE_PROBLEM,
-            headers={"Retry-After": "1"},
-        )
 
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        detail = exc.description
-        if status == 413:
-            detail = f"the body is larger than {MAX_BODY_BYTES // 1024} KiB"
-        allowed = getattr(exc, "valid_methods", None)
-        headers = {"Allow": ", ".join(allowed)} if status == 405 and allowed else None
-        return problem(status, exc.name, detail, headers=headers)
+def _store(exc: StoreUnavailableError) -> Response:
+    logger.warning("store unavailable: %s", exc)
+    return problem(
+        503, "Store unavailable", str(exc),
+        type_=UNAVAILABLE_PROBLEM, headers={"Retry-After": "1"},
+    )  # fmt: skip
 
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
-        logger.exception("unexpected error on %s %s", request.method, request.path)
-        return problem(500, "Internal Server Error", "unexpected error; it has been logged")
 
-    return app
+def _http(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    detail = exc.description
+    if status == 413:
+        detail = f"the body is larger than {MAX_BODY_BYTES // 1024} KiB"
+    allowed = getattr(exc, "valid_methods", None)
+    headers = {"Allow": ", ".join(allowed)} if status == 405 and allowed else None
+    return problem(status, exc.name, detail, headers=headers)
+
+
+def _unexpected(exc: Exception) -> Response:
+    logger.exception("unexpected error on %s %s", request.method, request.path)
+    return problem(500, "Internal Server Error", "unexpected error; it has been logged")
+
+
+def _add_error_handlers(app: Flask) -> None:
+    handlers: dict[type[Exception], Callable[[Any], Response]] = {
+        ValidationError: validation_problem,
+        ConflictError: lambda exc: conflict_problem(str(exc)),
+        BadEventError: _bad_event,
+        UnsupportedMediaType: lambda exc: problem(
+            415, "Unsupported Media Type", "send application/json"
+        ),
+        UpstreamError: _upstream,
+        StoreUnavailableError: _store,
+        HTTPException: _http,
+        Exception: _unexpected,
+    }
+    for kind, handler in handlers.items():
+        app.register_error_handler(kind, handler)

@@ -1,4 +1,5 @@
-"""The page as rendered on the server, with a stand-in for the dispatcher's gateway (fast)."""
+"""The page as rendered on the server, with a stand-in for the dispatcher's gateway: no browser,
+no other role (the browser tests drive the real page in Chromium)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from cqrs_common.http import UpstreamError
-from dispatcher.page import age, form_response, page
+from cqrs_common.client import UpstreamError
+from dispatcher import create_app
+from dispatcher.page import age, form_response
+from tests.support import role_settings
 
 STATS = {
     "products": {
@@ -41,10 +44,8 @@ class Gateway:
 
 
 def make_app(gateway: Gateway) -> Flask:
-    app = Flask("dispatcher")
-    app.extensions["dispatcher"] = gateway
-    app.register_blueprint(page)
-    return app
+    """The dispatcher with a stand-in for the roles behind it (its composition root)."""
+    return create_app(role_settings("dispatcher", LOG_LEVEL="WARNING"), gateway=gateway)
 
 
 def text_of(html: str, element_id: str) -> str:
@@ -252,10 +253,7 @@ def refusals(app: Flask, form: dict[str, str]) -> tuple[dict[str, str], dict[str
 def test_refusals_are_sentences_a_customer_reads_on_the_page_and_in_the_api(
     form: dict[str, str], field: str, expected: str
 ) -> None:
-    from dispatcher import create_app
-
-    app = create_app({"LOG_LEVEL": "WARNING"})
-    app.extensions["dispatcher"] = Gateway()  # the page's totals; the order never gets that far
+    app = make_app(Gateway())  # the page's totals; the order never gets that far
     shown, reasons, detail = refusals(app, form)
     assert shown == {field: expected}
     # The API names the same field (the contract's field names), with the same words.

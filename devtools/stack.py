@@ -17,33 +17,37 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import requests
 
-from cqrs_common.ports import holder_of, port_is_free
-from cqrs_common.roles import (
-    COMMAND_ORDER,
-    ORDER_DB,
-    PROCESS_DATA,
-    QUERY_ORDER,
-    ROLES,
-    ROLES_BY_NAME,
-    STATS_ORDER_DB,
-)
+from cqrs_common.roles import ORDER_DB, ROLES, ROLES_BY_NAME, STATS_ORDER_DB, Role
+from devtools.ports import holder_of, port_is_free
 
-FUNCTIONS = Path(__file__).resolve().parents[2]
-# Where each producer's events go: the direct wiring of the contract.
-SINKS = {
-    COMMAND_ORDER.name: ORDER_DB,
-    ORDER_DB.name: PROCESS_DATA,
-    PROCESS_DATA.name: STATS_ORDER_DB,
-}
-
+FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"
 
 # The environment variable naming the lifeline's file descriptor in each role.
 LIFELINE_ENV = "CQRS_SUPERVISOR_FD"
+# What wires a role to the others; the stack sets each from cqrs_common.roles.
+WIRING_VARS = frozenset(
+    {"PORT", "K_SINK", "DATABASE_URL", LIFELINE_ENV}
+    | {role.url_env for role in ROLES if role.url_env is not None}
+)
+
+
+def wiring(role: Role, url: Callable[[str], str], database_url: str | None) -> dict[str, str]:
+    """A role's wiring on one machine (cqrs_common.roles): its port, the next role as K_SINK,
+    the base URL of each role it calls, and its store."""
+    env = {"PORT": url(role.name).rsplit(":", 1)[1]}
+    if role.sink is not None:
+        env["K_SINK"] = url(role.sink)
+    for peer in role.peers:
+        env[str(ROLES_BY_NAME[peer].url_env)] = url(peer)
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return env
 
 
 class PortBusyError(RuntimeError):
@@ -75,10 +79,11 @@ class Stack:
         self.data_dir = Path(data_dir).resolve()
         self.ports = ports or {role.name: role.port for role in ROLES}
         self.database_urls = {
-            ORDER_DB.name: f"sqlite:///{self.data_dir / 'orders.sqlite3'}",
-            STATS_ORDER_DB.name: f"sqlite:///{self.data_dir / 'stats.sqlite3'}",
-            **(database_urls or {}),
+            role.name: f"sqlite:///{self.data_dir / f'{role.store}.sqlite3'}"
+            for role in ROLES
+            if role.store is not None
         }
+        self.database_urls.update(database_urls or {})
         self.extra_env = extra_env or {}
         self.log_dir = log_dir
         self.supervise = supervise
@@ -95,29 +100,20 @@ class Stack:
         return f"http://127.0.0.1:{self.ports[role]}"
 
     def env_for(self, role: str) -> dict[str, str]:
+        # Nothing of the caller's own wiring leaks in: every role gets exactly the stack's.
+        inherited = {k: v for k, v in os.environ.items() if k not in WIRING_VARS}
         env = {
-            **os.environ,
+            **inherited,
             "PYTHONPATH": os.pathsep.join(
                 [str(FUNCTIONS / "shared")] + [str(FUNCTIONS / r.name) for r in ROLES]
             ),
             "PYTHONUNBUFFERED": "1",
             "CQRS_ROLE": role,
-            "PORT": str(self.ports[role]),
-            "COMMAND_ORDER_URL": self.url(COMMAND_ORDER.name),
-            "QUERY_ORDER_URL": self.url(QUERY_ORDER.name),
-            "STATS_DB_URL": self.url(STATS_ORDER_DB.name),
-            "ORDER_DB_URL": self.url(ORDER_DB.name),
+            **wiring(ROLES_BY_NAME[role], self.url, self.database_urls.get(role)),
             **self.extra_env,
         }
-        env.pop("K_SINK", None)
-        env.pop("DATABASE_URL", None)
-        env.pop(LIFELINE_ENV, None)
         if self._lifeline is not None:
             env[LIFELINE_ENV] = str(self._lifeline[0])
-        if role in SINKS:
-            env["K_SINK"] = self.url(SINKS[role].name)
-        if role in self.database_urls:
-            env["DATABASE_URL"] = self.database_urls[role]
         return env
 
     # -- processes ---------------------------------------------------------------------------

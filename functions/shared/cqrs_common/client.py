@@ -9,12 +9,14 @@ tests mount one) still gets every call.
 
 from __future__ import annotations
 
+import copy
 import http.client
 import json as jsonlib
 import logging
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -209,53 +211,47 @@ class Client:
         never past the deadline (the given one, else the served request's). Each try carries the
         time it is given in X-Request-Timeout-Ms. The last answer is returned whatever its
         status; DeadlineExceededError when the budget ran out first."""
-        sent = {**forward_headers(), **(headers or {})}
-        if json is not None:
-            data = jsonlib.dumps(json).encode()
-            sent.setdefault("Content-Type", "application/json")
-        body = data.encode() if isinstance(data, str) else data
-        if params:
-            url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
+        call = _Call.of(method, url, headers, json, data, params)
         deadline = deadline or current_deadline()
         connect, read = timeout or self.timeout
         for attempt in range(self.retries + 1):
             budget = read if deadline is None else min(read, deadline.for_call())
             if budget < MIN_CALL:
-                raise DeadlineExceededError(url, "no time left in the request's budget")
-            sent[BUDGET_HEADER] = str(int(budget * 1000))
+                raise DeadlineExceededError(call.url, "no time left in the request's budget")
+            call.headers[BUDGET_HEADER] = str(int(budget * 1000))
             delay = 0.0 if attempt == 0 else min(2.0, self.backoff * 2**attempt)
+            last = attempt == self.retries
             try:
-                response = self._send(method, url, body, sent, (min(connect, budget), budget))
+                response = self._send(call, (min(connect, budget), budget))
             except (OSError, http.client.HTTPException, requests.RequestException) as exc:
-                timed_out = isinstance(exc, (TimeoutError, requests.Timeout))
-                if timed_out and budget < read:
+                if isinstance(exc, (TimeoutError, requests.Timeout)) and budget < read:
                     detail = "no answer within the request's budget"
-                    raise DeadlineExceededError(url, detail) from None
-                if attempt == self.retries or not _time_for(deadline, delay):
-                    raise UpstreamError(url, f"unreachable ({type(exc).__name__})") from None
+                    raise DeadlineExceededError(call.url, detail) from None
+                if last or not _time_for(deadline, delay):
+                    raise UpstreamError(call.url, f"unreachable ({type(exc).__name__})") from None
             else:
-                if response.status_code not in RETRY_STATUSES or attempt == self.retries:
+                if response.status_code not in RETRY_STATUSES or last:
                     return response
-                retry_after = response.headers.get("Retry-After", "")
-                if response.status_code in (429, 503) and retry_after.isdigit():
-                    delay = min(float(retry_after[:3]), 10.0)
+                delay = _retry_after(response, delay)
                 if not _time_for(deadline, delay):
                     return response
             time.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        timeout: tuple[float, float],
-    ) -> requests.Response:
-        transport = self.session.get_adapter(url)
+    def _send(self, call: _Call, timeout: tuple[float, float]) -> requests.Response:
+        transport = self.session.get_adapter(call.url)
         if isinstance(transport, ConnectionPool):
-            return transport.urlopen(method, url, body, headers, timeout)
-        return self.session.request(method, url, data=body, headers=headers, timeout=timeout)
+            return transport.urlopen(call.method, call.url, call.body, call.headers, timeout)
+        return self.session.request(
+            call.method, call.url, data=call.body, headers=call.headers, timeout=timeout
+        )
+
+    def with_retries(self, retries: int) -> Client:
+        """The same connections under another retry rule: each role decides how often it tries
+        (cqrs_common.config), whoever built the transport (a test builds one of its own)."""
+        other = copy.copy(self)
+        other.retries = retries
+        return other
 
     def get_json(self, url: str, **kwargs: Any) -> Any:
         response = self.request("GET", url, **kwargs)
@@ -268,6 +264,42 @@ class Client:
 
     def close(self) -> None:
         self.session.close()
+
+
+@dataclass
+class _Call:
+    """One outbound request as sent on every try (the budget header changes per try)."""
+
+    method: str
+    url: str
+    body: bytes | None
+    headers: dict[str, str]
+
+    @classmethod
+    def of(
+        cls,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        data: bytes | str | None,
+        params: Mapping[str, Any] | None,
+    ) -> _Call:
+        sent = {**forward_headers(), **(headers or {})}
+        if json is not None:
+            data = jsonlib.dumps(json).encode()
+            sent.setdefault("Content-Type", "application/json")
+        if params:
+            url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
+        return cls(method, url, data.encode() if isinstance(data, str) else data, sent)
+
+
+def _retry_after(response: requests.Response, delay: float) -> float:
+    """The peer's own Retry-After (seconds, at most 10) on a 429 or 503, else our backoff."""
+    retry_after = response.headers.get("Retry-After", "")
+    if response.status_code in (429, 503) and retry_after.isdigit():
+        return min(float(retry_after[:3]), 10.0)
+    return delay
 
 
 def _time_for(deadline: Deadline | None, delay: float) -> bool:
