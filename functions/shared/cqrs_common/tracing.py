@@ -79,8 +79,6 @@ def configure(role: str, env: Mapping[str, str]) -> bool:
         key, sep, value = pair.partition("=")
         if sep and key.strip() and key.strip() != SERVICE_NAME:
             attributes[key.strip()] = value.strip()
-    if env.get("K_REVISION"):
-        attributes["service.version"] = env["K_REVISION"]
     provider = TracerProvider(resource=Resource.create(attributes))
     # Batched, off the request path; the SDK re-creates its thread in a forked gunicorn worker.
     provider.add_span_processor(
