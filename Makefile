@@ -23,6 +23,7 @@ help:
 	@echo "On this machine"
 	@echo "  run              the six roles, http://127.0.0.1:8080/order; Ctrl-C stops them"
 	@echo "                   ORDER_DB_DATABASE_URL= STATS_DB_DATABASE_URL= (PostgreSQL, not var/*.sqlite3)"
+	@echo "  logs             follow the roles' logs of make run, one line per request (var/log/)"
 	@echo "  replay           rebuild the read store from the order log   REPLAY_URL=http://127.0.0.1:8083"
 	@echo "  smoke            end-to-end check of a running shop          BASE_URL=http://127.0.0.1:8080 HOST="
 	@echo "  bench            speed, lag, scaling, cold start, memory into var/bench/ (about 10 min)"
@@ -37,9 +38,10 @@ help:
 	@echo "Tests (TEST_DATABASE_URL= FUZZ_SEED=20261126 UPDATE_DOCS_SCREENSHOT= IMAGE_TEST_ROLE=dispatcher"
 	@echo "       SMOKE_HOST= SMOKE_TIMEOUT=120)"
 	@echo "  test             every test"
-	@echo "  test-unit | test-integration | test-faults | test-browser   one tier each"
+	@echo "  test-unit | test-integration | test-faults | test-browser | test-observability"
 	@echo "  test-cluster | test-images | test-upstream | test-tekton     the cluster side's checks"
-	@echo "  test-deps        install (as root) or name what the tests need beyond Python: Chromium, Go"
+	@echo "  test-deps        install (as root) or name what the tests need beyond Python: Chromium,"
+	@echo "                   Prometheus, Go"
 	@echo ""
 	@echo "Cluster (docs/cluster.md, docs/tekton.md)"
 	@echo "  images           build the six images cqrs-<role>:TAG    TAG=<commit, 12 hex> REGISTRY="
@@ -56,6 +58,8 @@ help:
 	@echo "  LOG_LEVEL=INFO REQUEST_TIMEOUT=30 REQUEST_READ_TIMEOUT=10"
 	@echo "  RELAY_BASE_DELAY=0.5 RELAY_MAX_DELAY=60 RELAY_POLL_INTERVAL=5 RELAY_ENABLED=1"
 	@echo "  WEB_CONCURRENCY=1 GUNICORN_THREADS=8 GRACEFUL_TIMEOUT=20 K_SERVICE CQRS_ROLE ROLE"
+	@echo "  OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_SERVICE_NAME"
+	@echo "  OTEL_RESOURCE_ATTRIBUTES OTEL_TRACES_EXPORTER=otlp OTEL_SDK_DISABLED (docs/observability.md)"
 	@echo "  (internal, set by make run: CQRS_SUPERVISOR_FD)"
 
 $(VENV)/.installed: pyproject.toml functions/requirements.in
@@ -82,6 +86,11 @@ venv-run: $(VENV)/.installed-run
 .PHONY: run
 run: venv-run
 	$(PY) -m devtools.stack
+
+# The roles' logs of `make run` (var/log/<role>.log), one readable line per request.
+.PHONY: logs
+logs: venv-run
+	@$(PY) -m devtools.logs --data-dir var
 
 # Against `make run` by default; nothing running is one line and exit 1.
 REPLAY_URL ?= http://127.0.0.1:8083
@@ -112,19 +121,28 @@ test-deps:
 	    echo "installing Chromium for the browser tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make test needs Chromium at /usr/bin/chromium: sudo apt-get install chromium"; exit 1; fi; }
+	@command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Prometheus for the observability tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	    { systemctl disable --now prometheus || service prometheus stop; } >/dev/null 2>&1 || true; \
+	  else echo "make test needs Prometheus at /usr/bin/prometheus: sudo apt-get install prometheus"; exit 1; fi; }
 	@command -v go >/dev/null || test -x /usr/local/go/bin/go || { echo "make test needs Go 1.26 or later (it builds the upstream validators and the API server from the Go module proxy): see https://go.dev/doc/install"; exit 1; }
 
 .PHONY: test
 test: venv test-deps
 	$(PY) -m pytest
 
-.PHONY: test-unit test-integration test-browser
+.PHONY: test-unit test-integration test-browser test-observability
 test-unit: venv
 	$(PY) -m pytest tests/unit
 test-integration: venv
 	$(PY) -m pytest tests/integration
 test-browser: venv test-deps
 	$(PY) -m pytest tests/browser
+# Metrics scraped by a real Prometheus, traces received over OTLP, the logs of make run.
+test-observability: venv test-deps
+	$(PY) -m pytest tests/observability
 
 # Faults injected into the local stack (kills, restarts, receivers away, duplicates, poison,
 # replays, SIGTERM, fuzzing); -s shows the numbers each test measures. FUZZ_SEED=<n> varies

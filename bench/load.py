@@ -120,35 +120,45 @@ def _log_progress(label: str, done: int, total: int, started: float) -> None:
     print(f"  {label}: {done:,} of {total:,} orders, {rate:,.0f}/s", file=sys.stderr, flush=True)
 
 
-def place_orders(
-    base_url: str, count: int, clients: int, name: str = "", time_limit: float = 300.0
-) -> Phase:
-    """POST `count` orders to /api/orders from `clients` threads as fast as they are answered."""
-    phase = Phase(name or f"{clients} clients", clients, count)
-    numbers = itertools.count()  # next() on it is atomic under the GIL: no lock per order
-    lock = threading.Lock()
-    deadline = time.monotonic() + time_limit
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    seed = os.getpid()
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
-    done = [0] * clients  # one slot per thread: progress without a shared lock
 
-    def client(slot: int) -> None:
-        conn = Connection(base_url)
+def order_body(n: int, seed: int) -> bytes:
+    """The n-th order: products, quantities and prices vary, so totals are not one repeated sum."""
+    return json.dumps(
+        {
+            "product": PRODUCTS[n % 2],
+            "quantity": 1 + (n + seed) % 5,
+            "unitPrice": PRICES[n % len(PRICES)],
+        }
+    ).encode()
+
+
+@dataclass
+class _Orders:
+    """What the client threads of one phase share: the next order number and where to report."""
+
+    base_url: str
+    count: int
+    deadline: float  # monotonic
+    phase: Phase
+    done: list[int]  # orders sent per thread: progress without a shared lock
+    seed: int = field(default_factory=os.getpid)
+    numbers: itertools.count = field(default_factory=itertools.count)  # next() is atomic (GIL)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def client(self, slot: int) -> None:
+        """One thread: POST orders until there are none left or time is up, one at a time on a
+        keep-alive connection; the results are merged into the phase once, at the end."""
+        conn = Connection(self.base_url)
         latencies: list[float] = []
         accepted: list[float] = []
         errors = 0
-        while (n := next(numbers)) < count and time.monotonic() < deadline:
-            body = json.dumps(
-                {
-                    "product": PRODUCTS[n % 2],
-                    "quantity": 1 + (n + seed) % 5,
-                    "unitPrice": PRICES[n % len(PRICES)],
-                }
-            ).encode()
+        while (n := next(self.numbers)) < self.count and time.monotonic() < self.deadline:
+            body = order_body(n, self.seed)
             started = time.monotonic()
             try:
-                status, _ = conn.request("POST", "/api/orders", body, headers)
+                status, _ = conn.request("POST", "/api/orders", body, HEADERS)
             except (OSError, http.client.HTTPException):
                 status = 0
             ended = time.monotonic()
@@ -157,19 +167,28 @@ def place_orders(
                 accepted.append(ended)
             else:
                 errors += 1
-            done[slot] += 1
+            self.done[slot] += 1
         conn.close()
-        with lock:
-            phase.latencies.extend(latencies)
-            phase.accepted_at.extend(accepted)
-            phase.errors += errors
+        with self.lock:
+            self.phase.latencies.extend(latencies)
+            self.phase.accepted_at.extend(accepted)
+            self.phase.errors += errors
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+
+def place_orders(
+    base_url: str, count: int, clients: int, name: str = "", time_limit: float = 300.0
+) -> Phase:
+    """POST `count` orders to /api/orders from `clients` threads as fast as they are answered."""
+    phase = Phase(name or f"{clients} clients", clients, count)
+    orders = _Orders(base_url, count, time.monotonic() + time_limit, phase, [0] * clients)
+    threads = [
+        threading.Thread(target=orders.client, args=(i,), daemon=True) for i in range(clients)
+    ]
     phase.started = time.monotonic()
     for thread in threads:
         thread.start()
     while any(t.is_alive() for t in threads):
-        progress(phase.name, sum(done), count, phase.started)
+        progress(phase.name, sum(orders.done), count, phase.started)
         time.sleep(0.25)
     for thread in threads:
         thread.join()

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cqrs_common.stack import Stack
+from devtools.stack import Stack
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

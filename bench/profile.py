@@ -19,6 +19,7 @@ from pathlib import Path
 from bench import load, procs
 from bench.run import REPO, fresh_database, new_stack, postgres_server
 from cqrs_common.roles import DISPATCHER, ORDER_DB, ROLES, STATS_ORDER_DB
+from devtools.stack import Stack
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
@@ -40,6 +41,22 @@ def summarize(path: Path, top: int) -> str:
     lines += [f"  incl {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
     lines += [f"  self {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
     return "\n".join(lines)
+
+
+def record(stack: Stack, workdir: Path, seconds: int) -> dict[str, tuple[Path, subprocess.Popen]]:
+    """Start py-spy on every role's worker; per role, its output file and the recorder."""
+    recorders = {}
+    for role in ROLES:
+        pids = procs.group_pids(stack.processes[role.name].pid)
+        worker = max(pids)  # the worker is forked after the master
+        out = workdir / f"{role.name}.txt"
+        # --gil: only the thread holding the GIL, i.e. Python code on the CPU, not waits.
+        command = [str(PY_SPY), "record", "--pid", str(worker), "--duration",
+                   str(seconds), "--rate", "100", "--nonblocking", "--gil",
+                   "--format", "raw", "--output", str(out)]  # fmt: skip
+        recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        recorders[role.name] = (out, recorder)
+    return recorders
 
 
 def main() -> None:
@@ -64,24 +81,13 @@ def main() -> None:
         cleanup.callback(stack.stop)
         base = stack.url(DISPATCHER.name)
         load.place_orders(base, 300, 8, "warm-up")
+        # 5 s longer than the recording, so the load does not end before the samples do.
         loader = threading.Thread(
             target=lambda: load.place_orders(base, args.orders, 32, "load", args.seconds + 5),
             daemon=True,
         )
         loader.start()
-        recorders = {}
-        for role in ROLES:
-            pids = procs.group_pids(stack.processes[role.name].pid)
-            worker = max(pids)  # the worker is forked after the master
-            out = workdir / f"{role.name}.txt"
-            # --gil: only the thread holding the GIL, i.e. Python code on the CPU, not waits.
-            command = [str(PY_SPY), "record", "--pid", str(worker), "--duration",
-                       str(args.seconds), "--rate", "100", "--nonblocking", "--gil",
-                       "--format", "raw", "--output", str(out)]  # fmt: skip
-            recorder = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            recorders[role.name] = (out, recorder)
+        recorders = record(stack, workdir, args.seconds)
         for _out, recorder in recorders.values():
             recorder.wait()
         loader.join()

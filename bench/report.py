@@ -68,73 +68,80 @@ def _targets(backend: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     ]  # fmt: skip
 
 
-def backend_section(backend: dict[str, Any]) -> str:
-    name = backend["backend"]
-    parts = [f"### {NAMES.get(name, name)}"]
-    load_before, load_after = backend["loadavg_before"], backend["loadavg_after"]
-    parts.append(
-        f"Load average (1 min) {load_before[0]:.2f} before the load, {load_after[0]:.2f} after."
-    )
-    parts.append("Through the dispatcher (`POST /api/orders`), then followed to `/api/stats`:")
-    parts.append(
-        _md(
-            ["clients", "orders", "accepted/s", "p50 ms", "p99 ms", "lag p50 ms", "lag p99 ms",
-             "projected/s", "errors"],
-            [(str(p["clients"]), _num(p["orders"]), _num(p["accepted_per_s"]), _num(p["p50_ms"], 1),
-              _num(p["p99_ms"], 1), _num(p["lag_p50_ms"]), _num(p["lag_p99_ms"]),
-              _num(p["projected_per_s"]), str(p["errors"])) for p in backend["levels"]],
-        )
+def _levels_table(backend: dict[str, Any]) -> str:
+    """One row per client count: the scaling of the write path and the read side behind it."""
+    return _md(
+        ["clients", "orders", "accepted/s", "p50 ms", "p99 ms", "lag p50 ms", "lag p99 ms",
+         "projected/s", "errors"],
+        [(str(p["clients"]), _num(p["orders"]), _num(p["accepted_per_s"]), _num(p["p50_ms"], 1),
+          _num(p["p99_ms"], 1), _num(p["lag_p50_ms"]), _num(p["lag_p99_ms"]),
+          _num(p["projected_per_s"]), str(p["errors"])) for p in backend["levels"]],
     )  # fmt: skip
-    parts.append("As the stores fill (32 clients, one row per batch):")
-    parts.append(
-        _md(
-            ["stored after", "accepted/s", "p50 ms", "p99 ms", "lag p50 ms", "lag p99 ms",
-             "projected/s"],
-            [(_num(p["stored_after"]), _num(p["accepted_per_s"]), _num(p["p50_ms"], 1),
-              _num(p["p99_ms"], 1), _num(p["lag_p50_ms"]), _num(p["lag_p99_ms"]),
-              _num(p["projected_per_s"])) for p in backend["batches"]],
-        )
+
+
+def _batches_table(backend: dict[str, Any]) -> str:
+    """One row per fill batch: whether the numbers hold as the stores grow."""
+    return _md(
+        ["stored after", "accepted/s", "p50 ms", "p99 ms", "lag p50 ms", "lag p99 ms",
+         "projected/s"],
+        [(_num(p["stored_after"]), _num(p["accepted_per_s"]), _num(p["p50_ms"], 1),
+          _num(p["p99_ms"], 1), _num(p["lag_p50_ms"]), _num(p["lag_p99_ms"]),
+          _num(p["projected_per_s"])) for p in backend["batches"]],
     )  # fmt: skip
-    parts.append(
-        "Projection capacity: orders queued behind a paused process-data (SIGSTOP), then the"
-        " rate at which the read side catches up once it resumes:"
-    )
-    parts.append(
-        _md(
-            ["stored before", "queued", "projected/s"],
-            [(_num(d["stored_before"]), _num(d["orders"]), _num(d["projected_per_s"]))
-             for d in backend["drains"]],
-        )
+
+
+def _drains_table(backend: dict[str, Any]) -> str:
+    return _md(
+        ["stored before", "queued", "projected/s"],
+        [(_num(d["stored_before"]), _num(d["orders"]), _num(d["projected_per_s"]))
+         for d in backend["drains"]],
     )  # fmt: skip
-    top = backend["levels"][-1]
+
+
+def _roles_table(backend: dict[str, Any]) -> str:
+    """Per role, then the CPU total and the CPU spent outside the roles (server, load client)."""
     roles = [role.name for role in ROLES]
-    cpu = top["cpu_ms_per_order"]
-    parts.append(
+    cpu = backend["levels"][-1]["cpu_ms_per_order"]
+    return _md(
+        ["role", "cold start ms", "RSS MiB", "PSS MiB", "CPU ms/order"],
+        [(r, _num(backend["cold_start_s"][r] * 1000), _num(backend["memory"][r]["rss_mib"], 1),
+          _num(backend["memory"][r]["pss_mib"], 1), _num(cpu.get(r, float("nan")), 2))
+         for r in roles]
+        + [("**all roles**", "", "", "", _num(sum(cpu.get(r, 0.0) for r in roles), 2))]
+        + [(f"({name})", "", "", "", _num(cpu[name], 2))
+           for name in ("postgresql server", "bench client") if name in cpu],
+    )  # fmt: skip
+
+
+def _targets_table(backend: dict[str, Any]) -> str:
+    return _md(
+        ["target", "wanted", "measured", "met"],
+        [(what, want, got, "yes" if ok else "**no**") for what, want, got, ok in _targets(backend)],
+    )
+
+
+def backend_section(backend: dict[str, Any]) -> str:
+    """One store's part of the report: each table after the sentence that says what it holds."""
+    name = backend["backend"]
+    load_before, load_after = backend["loadavg_before"], backend["loadavg_after"]
+    clients = backend["levels"][-1]["clients"]
+    parts = [
+        f"### {NAMES.get(name, name)}",
+        f"Load average (1 min) {load_before[0]:.2f} before the load, {load_after[0]:.2f} after.",
+        "Through the dispatcher (`POST /api/orders`), then followed to `/api/stats`:",
+        _levels_table(backend),
+        "As the stores fill (32 clients, one row per batch):",
+        _batches_table(backend),
+        "Projection capacity: orders queued behind a paused process-data (SIGSTOP), then the"
+        " rate at which the read side catches up once it resumes:",
+        _drains_table(backend),
         "Per role: cold start (spawn to first 200 on `/healthz`, alone on the machine, median),"
         " memory after the load (master + worker, from smaps_rollup), and CPU per order in the"
-        f" {top['clients']}-client run:"
-    )
-    parts.append(
-        _md(
-            ["role", "cold start ms", "RSS MiB", "PSS MiB", "CPU ms/order"],
-            [(r, _num(backend["cold_start_s"][r] * 1000), _num(backend["memory"][r]["rss_mib"], 1),
-              _num(backend["memory"][r]["pss_mib"], 1), _num(cpu.get(r, float("nan")), 2))
-             for r in roles]
-            + [("**all roles**", "", "", "", _num(sum(cpu.get(r, 0.0) for r in roles), 2))]
-            + [(f"({name})", "", "", "", _num(cpu[name], 2))
-               for name in ("postgresql server", "bench client") if name in cpu],
-        )
-    )  # fmt: skip
-    parts.append("The project's targets (docs/benchmarks.md says what bounds the missed ones):")
-    parts.append(
-        _md(
-            ["target", "wanted", "measured", "met"],
-            [
-                (what, want, got, "yes" if ok else "**no**")
-                for what, want, got, ok in _targets(backend)
-            ],
-        )
-    )
+        f" {clients}-client run:",
+        _roles_table(backend),
+        "The project's targets (docs/benchmarks.md says what bounds the missed ones):",
+        _targets_table(backend),
+    ]
     return "\n\n".join(parts)
 
 
@@ -262,6 +269,52 @@ def write(results: dict[str, Any], out: Path) -> None:
     out.write_text(_replace(text, BEGIN, END, generated(results, image.name)))
 
 
+# Colour and marker per store, so a store looks the same in all four panels.
+STYLES = {"sqlite": ("tab:blue", "o"), "postgresql": ("tab:orange", "s")}
+TITLES = [  # (title, x label, y label) of the four panels, row by row
+    ("Orders accepted per second", "concurrent clients", "orders/s"),
+    ("Latency of POST /api/orders", "concurrent clients", "ms"),
+    ("Throughput as the stores fill (32 clients)", "stored orders", "orders/s"),
+    ("Consistency lag and p99 as the stores fill", "stored orders", "ms"),
+]
+
+
+def _series(ax: Any, rows: list[dict], x: str, y: str, label: str, dashed: bool = False,
+            scale: Callable[[float], float] = lambda v: v) -> None:  # fmt: skip
+    color, marker = STYLES.get(label.split()[0], ("tab:gray", "x"))
+    ax.plot([r[x] for r in rows], [scale(r[y]) for r in rows], marker=marker, color=color,
+            linestyle="--" if dashed else "-", label=label)  # fmt: skip
+
+
+def _plot_backend(axes: Any, backend: dict[str, Any]) -> None:
+    """One store's lines in each panel: solid for the headline number, dashed for its companion."""
+    name = backend["backend"]
+    _series(axes[0][0], backend["levels"], "clients", "accepted_per_s", name)
+    _series(axes[0][1], backend["levels"], "clients", "p99_ms", f"{name} p99")
+    _series(axes[0][1], backend["levels"], "clients", "p50_ms", f"{name} p50", dashed=True)
+    _series(axes[1][0], backend["batches"], "stored_after", "accepted_per_s", f"{name} accepted")
+    _series(axes[1][0], backend["batches"], "stored_after", "projected_per_s",
+            f"{name} projected", dashed=True)  # fmt: skip
+    _series(axes[1][1], backend["batches"], "stored_after", "lag_p99_ms", f"{name} lag p99")
+    _series(axes[1][1], backend["batches"], "stored_after", "p99_ms",
+            f"{name} accept p99", dashed=True)  # fmt: skip
+
+
+def _dress_axes(axes: Any, results: dict[str, Any]) -> None:
+    for ax, (title, xlabel, ylabel) in zip([a for row in axes for a in row], TITLES, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    # Client counts span 1 to 32: on a log scale the small ones do not crowd together.
+    clients = sorted({p["clients"] for b in results["backends"] for p in b["levels"]})
+    for ax in axes[0]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(clients, [str(c) for c in clients])
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -269,42 +322,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    styles = {"sqlite": ("tab:blue", "o"), "postgresql": ("tab:orange", "s")}
-
-    def series(ax: Any, rows: list[dict], x: str, y: str, label: str, dashed: bool = False,
-               scale: Callable[[float], float] = lambda v: v) -> None:  # fmt: skip
-        color, marker = styles.get(label.split()[0], ("tab:gray", "x"))
-        ax.plot([r[x] for r in rows], [scale(r[y]) for r in rows], marker=marker, color=color,
-                linestyle="--" if dashed else "-", label=label)  # fmt: skip
-
     for backend in results["backends"]:
-        name = backend["backend"]
-        series(axes[0][0], backend["levels"], "clients", "accepted_per_s", name)
-        series(axes[0][1], backend["levels"], "clients", "p99_ms", f"{name} p99")
-        series(axes[0][1], backend["levels"], "clients", "p50_ms", f"{name} p50", dashed=True)
-        series(axes[1][0], backend["batches"], "stored_after", "accepted_per_s", f"{name} accepted")
-        series(axes[1][0], backend["batches"], "stored_after", "projected_per_s",
-               f"{name} projected", dashed=True)  # fmt: skip
-        series(axes[1][1], backend["batches"], "stored_after", "lag_p99_ms", f"{name} lag p99")
-        series(axes[1][1], backend["batches"], "stored_after", "p99_ms",
-               f"{name} accept p99", dashed=True)  # fmt: skip
-    titles = [
-        ("Orders accepted per second", "concurrent clients", "orders/s"),
-        ("Latency of POST /api/orders", "concurrent clients", "ms"),
-        ("Throughput as the stores fill (32 clients)", "stored orders", "orders/s"),
-        ("Consistency lag and p99 as the stores fill", "stored orders", "ms"),
-    ]
-    for ax, (title, xlabel, ylabel) in zip([a for row in axes for a in row], titles, strict=True):
-        ax.set_title(title)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    clients = sorted({p["clients"] for b in results["backends"] for p in b["levels"]})
-    for ax in axes[0]:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(clients, [str(c) for c in clients])
+        _plot_backend(axes, backend)
+    _dress_axes(axes, results)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

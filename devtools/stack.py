@@ -24,6 +24,7 @@ from typing import IO
 import requests
 
 from cqrs_common.roles import ORDER_DB, ROLES, ROLES_BY_NAME, STATS_ORDER_DB, Role
+from devtools import logs
 from devtools.ports import holder_of, port_is_free
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"
@@ -260,7 +261,7 @@ def _stop_on_signal(signum: int, frame: object) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _from_args(argv: list[str] | None) -> Stack:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="var", help="where the two SQLite stores live")
     parser.add_argument(
@@ -278,7 +279,13 @@ def main(argv: list[str] | None = None) -> None:
     }  # fmt: skip
     shift = args.base_port - ROLES_BY_NAME["dispatcher"].port
     ports = {role.name: role.port + shift for role in ROLES}
-    stack = Stack(Path(args.data_dir), ports=ports, database_urls=urls)
+    data_dir = Path(args.data_dir)
+    # Each role's JSON log in a file of its own; the terminal gets one readable line each.
+    return Stack(data_dir, ports=ports, database_urls=urls, log_dir=data_dir / logs.LOG_SUBDIR)
+
+
+def main(argv: list[str] | None = None) -> None:
+    stack = _from_args(argv)
     try:
         stack.check_ports()
     except PortBusyError as exc:
@@ -288,12 +295,17 @@ def main(argv: list[str] | None = None) -> None:
     # this process (SIGKILL included) closes the lifeline, and the roles stop themselves.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on_signal)
+    assert stack.log_dir is not None
+    stop_following = logs.start_follower([stack.log_dir / f"{r.name}.log" for r in ROLES])
     try:
         stack.start()
         print(f"stack: all six roles ready; open {stack.url('dispatcher')}/order", flush=True)
         for role in ROLES:
             print(f"stack:   {role.service:<22} {stack.url(role.name)}", flush=True)
-        print("stack: Ctrl-C stops them all", flush=True)
+        print(
+            f"stack: logs in {stack.log_dir}/<role>.log (make logs); Ctrl-C stops them all",
+            flush=True,
+        )
         threading.Event().wait()
     except (KeyboardInterrupt, _Stop):
         pass
@@ -301,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         print("stack: stopping", flush=True)
         # A few seconds for in-flight requests, then SIGKILL: a stop is never left hanging.
         stack.stop(timeout=STOP_GRACE)
+        stop_following.set()
 
 
 if __name__ == "__main__":

@@ -3,19 +3,24 @@ port stops it at once, naming the port and who holds it."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from cqrs_common.roles import ROLES
 from devtools.ports import holder_of, listening_inodes, port_is_free
 from devtools.stack import FUNCTIONS, free_port
+from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
 # Generous bounds on a busy machine; the numbers measured are printed.
@@ -122,3 +127,38 @@ def test_a_busy_port_stops_make_run_at_once_naming_it_and_its_holder(tmp_path: P
     assert f"port {base + 2} (cqrs-order-db) is in use by pid {os.getpid()}" in output, output
     assert not [base + i for i in (0, 1, 3, 4, 5) if listening_inodes(base + i)]
     print(f"\nbusy port: make run stopped {took:.1f}s after its start: {output.strip()}")
+
+
+def test_make_run_keeps_each_roles_json_log_and_shows_one_line_per_request(
+    tmp_path: Path,
+) -> None:
+    base = six_free_ports()
+    run = start_run(tmp_path / "var", base)
+    try:
+        wait_started(run)
+        lines: list[str] = []
+        assert run.stdout is not None
+        threading.Thread(target=lambda: lines.extend(run.stdout), daemon=True).start()
+        order = {"product": "apple", "quantity": 1, "unitPrice": "1.00"}
+        placed = requests.post(f"http://127.0.0.1:{base}/api/orders", json=order, timeout=10)
+        assert placed.status_code == 202
+
+        def shown() -> str | None:
+            return next((x for x in list(lines) if "POST /api/orders 202" in x), None)
+
+        line = wait_for(shown, timeout=15)
+        # Compact: a time, the role, the request, its duration; no JSON on the terminal.
+        assert re.match(r"^\d\d:\d\d:\d\d\.\d{3} dispatcher +POST /api/orders 202 [\d.]+ms", line)
+        assert not any(x.startswith("{") for x in lines)
+        for role in ROLES:  # every role's JSON lines, in a file of its own
+            log = tmp_path / "var" / "log" / f"{role.name}.log"
+            assert all(json.loads(x)["role"] in (role.name, role.service)
+                       for x in log.read_text().splitlines() if x.startswith("{"))  # fmt: skip
+        entries = [
+            json.loads(x)
+            for x in (tmp_path / "var" / "log" / "dispatcher.log").read_text().splitlines()
+        ]
+        assert any(e.get("path") == "/api/orders" and e.get("status") == 202 for e in entries)
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.wait(30)

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from cqrs_common.stack import free_port
+from devtools.stack import free_port
 
 BINARY = "/usr/bin/prometheus"  # the Debian package's
 SCRAPE_INTERVAL = "1s"

@@ -1,4 +1,4 @@
-"""cqrs_common.log_console: one short line per request for the terminal, followed files, and
+"""devtools.logs: one short line per request for the terminal, followed files, and
 the trace id on every line of a request."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from flask import Flask
 
-from cqrs_common import log_console, tracing
+from cqrs_common import tracing
+from devtools import logs as log_console
 from tests.support import wait_for
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from cqrs_common import tracing
-from cqrs_common.stack import free_port
+from devtools.stack import free_port
 from tests.observability.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,8 @@ from flask import Flask
 from cqrs_common import events
 from cqrs_common.cloudevents_io import new_event
 from cqrs_common.domain import Order
-from cqrs_common.web import DRAINING, MAX_BODY_BYTES
+from cqrs_common.lifecycle import DRAINING
+from cqrs_common.limits import MAX_BODY_BYTES
 from tests.unit.inprocess import Shop, relay
 
 ORDER = {"product": "apple", "quantity": 3, "unitPrice": "1.50"}

@@ -9,7 +9,7 @@ from typing import Any
 from cloudevents.core.base import BaseCloudEvent
 from flask import Flask, Response, jsonify, request
 
-from cqrs_common import events
+from cqrs_common import events, tracing
 from cqrs_common.client import Client
 from cqrs_common.cloudevents_io import Publisher, RejectedEventError, new_event
 from cqrs_common.config import Settings
@@ -45,6 +45,7 @@ def place_order(command: PlaceOrder, order_id: str, publish: Publish) -> Order:
         events.source(COMMAND_ORDER.name),
         order.order_id,
         events.order_to_data(order),
+        extensions=tracing.event_trace_attributes(),
     )
     try:
         publish(event)

@@ -10,7 +10,7 @@ from typing import Any
 from cloudevents.core.base import BaseCloudEvent
 from flask import Flask, Response, jsonify, request
 
-from cqrs_common import events, lifecycle
+from cqrs_common import events, lifecycle, metrics, tracing
 from cqrs_common.client import Client
 from cqrs_common.cloudevents_io import Publisher
 from cqrs_common.config import Settings
@@ -31,7 +31,8 @@ MAX_ID = 2**63 - 1
 def record(store: OrderStore, relay: OutboxRelay, data: Any) -> Reply:
     """`order.placed`: store the order and its `order.recorded` in one transaction."""
     order = events.order_from_data(data)
-    sequence, created = store.record(order)
+    # Its trace goes into the outbox with it, so the relayed event continues the order's trace.
+    sequence, created = store.record(order, tracing.event_trace_attributes())
     if created:
         relay.wake()
     status = "recorded" if created else "duplicate"
@@ -70,6 +71,8 @@ def create_app(
     })  # fmt: skip
     _add_log_routes(app, store)
     _add_outbox_routes(app, store, relay)
+    metrics.register_outbox(store.outbox_stats)
+    metrics.register_orders_logged(store.count)
     if settings.relay_enabled:
         # Also relays whatever was left pending before a restart; at exit, hands back its claims.
         lifecycle.on_start(app, relay.start)

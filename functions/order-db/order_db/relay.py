@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cloudevents.core.base import BaseCloudEvent
 
-from cqrs_common import events
+from cqrs_common import events, metrics, tracing
 from cqrs_common.client import UpstreamError
 from cqrs_common.cloudevents_io import RejectedEventError, new_event
 from cqrs_common.db import StoreUnavailableError
@@ -80,16 +80,21 @@ class OutboxRelay:
             self._claims.discard(token)
             if len(rows) < BATCH:
                 break
+        metrics.count_deliveries(counts)
         return counts
 
     def _deliver(self, row: OutboxRow) -> Exception | None:
+        """Send one row's event; it carries the order's trace (the row's), and the send is a
+        span of that trace even from the relay's own thread."""
         event = new_event(
-            row.event_type, events.source(ORDER_DB.name), row.subject, row.data, row.event_id
-        )
-        try:
-            self.publish(event)
-        except (RejectedEventError, UpstreamError) as exc:
-            return exc
+            row.event_type, events.source(ORDER_DB.name), row.subject, row.data, row.event_id,
+            extensions=row.trace,
+        )  # fmt: skip
+        with tracing.continue_from_event(row.trace, f"send {row.event_type}"):
+            try:
+                self.publish(event)
+            except (RejectedEventError, UpstreamError) as exc:
+                return exc
         return None
 
     def _record_failure(self, row: OutboxRow, error: Exception) -> str:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from cqrs_common import events
-from cqrs_common.db import Database
+from cqrs_common.db import AddColumn, Database
 from cqrs_common.domain import ConflictError, Order, now_iso
+from cqrs_common.metrics import OutboxStats
 
 # Each table once; the column types that differ between the two dialects are filled in.
 _TYPES = {
@@ -49,7 +52,13 @@ _TABLES = (
         created_at TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at)",
 )
-SCHEMA = {dialect: [t.format(**types) for t in _TABLES] for dialect, types in _TYPES.items()}
+# The order's trace context (CloudEvents Distributed Tracing: traceparent, tracestate as JSON),
+# so its relayed event continues the order's trace; added after the first release.
+_TRACE_COLUMN = AddColumn("outbox", "trace_context", "TEXT")
+SCHEMA: dict[str, list[str | AddColumn]] = {
+    dialect: [*(t.format(**types) for t in _TABLES), _TRACE_COLUMN]
+    for dialect, types in _TYPES.items()
+}
 
 PENDING, PARKED = "pending", "parked"
 INSERT_ORDER = """
@@ -66,6 +75,7 @@ class OutboxRow:
     subject: str
     data: dict[str, Any]
     attempts: int
+    trace: dict[str, str] = field(default_factory=dict)  # the event's tracing extensions
 
 
 def _existing(tx: Any, order: Order) -> int | None:
@@ -99,7 +109,7 @@ class OrderStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def record(self, order: Order) -> tuple[int, bool]:
+    def record(self, order: Order, trace: Mapping[str, str] | None = None) -> tuple[int, bool]:
         """Append the order and its `order.recorded` outbox row in one transaction.
 
         Returns (sequence, created); an order id seen before changes nothing (created False),
@@ -128,7 +138,7 @@ class OrderStore:
             sequence = int(row[0])
             tx.execute(
                 "INSERT INTO outbox (event_id, event_type, subject, payload, next_attempt_at,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                " created_at, trace_context) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(uuid.uuid4()),
                     events.ORDER_RECORDED,
@@ -136,6 +146,7 @@ class OrderStore:
                     json.dumps(events.recorded_to_data(order, sequence)),
                     0.0,
                     now_iso(),
+                    json.dumps(dict(trace)) if trace else None,
                 ),
             )
             return sequence, True
@@ -180,11 +191,15 @@ class OrderStore:
                 (token, now + lease_seconds, now, now, limit),
             )
             rows = tx.execute(
-                "SELECT id, event_id, event_type, subject, payload, attempts FROM outbox"
-                " WHERE claim = ? AND status = 'pending' ORDER BY id",
+                "SELECT id, event_id, event_type, subject, payload, attempts, trace_context"
+                " FROM outbox WHERE claim = ? AND status = 'pending' ORDER BY id",
                 (token,),
             ).fetchall()
-        return [OutboxRow(int(r[0]), r[1], r[2], r[3], json.loads(r[4]), int(r[5])) for r in rows]
+        return [
+            OutboxRow(int(r[0]), r[1], r[2], r[3], json.loads(r[4]), int(r[5]),
+                      json.loads(r[6]) if r[6] else {})
+            for r in rows
+        ]  # fmt: skip
 
     def release(self, token: str) -> int:
         """Make rows still held under `token` due now (their relay is stopping, not sending)."""
@@ -260,6 +275,20 @@ class OrderStore:
             }
             for r in rows
         ]
+
+    def outbox_stats(self) -> OutboxStats:
+        """How many rows wait and are parked, and how long the oldest waiting one has (a scrape
+        of /metrics reads this: one query)."""
+        with self.db.read() as tx:
+            rows = tx.execute(
+                "SELECT status, COUNT(*), MIN(created_at) FROM outbox GROUP BY status"
+            ).fetchall()
+        counts = {r[0]: (int(r[1]), r[2]) for r in rows}
+        pending, oldest = counts.get(PENDING, (0, None))
+        age = 0.0
+        if oldest:
+            age = max(0.0, time.time() - datetime.fromisoformat(oldest).timestamp())
+        return OutboxStats(pending, counts.get(PARKED, (0, None))[0], age)
 
     def outbox_counts(self) -> dict[str, int]:
         with self.db.read() as tx:

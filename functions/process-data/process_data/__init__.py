@@ -11,7 +11,7 @@ from typing import Any
 from cloudevents.core.base import BaseCloudEvent
 from flask import Flask, Response, jsonify, request
 
-from cqrs_common import events
+from cqrs_common import events, tracing
 from cqrs_common.client import Client
 from cqrs_common.cloudevents_io import BadEventError, Publisher, RejectedEventError, new_event
 from cqrs_common.config import Settings
@@ -28,7 +28,10 @@ Publish = Callable[[BaseCloudEvent], None]
 def delta_event(order: Order) -> BaseCloudEvent:
     """The `stats.delta` an order produces; the same for live delivery and replay."""
     data = events.delta_to_data(delta_for(order))
-    return new_event(events.STATS_DELTA, events.source(PROCESS_DATA.name), order.order_id, data)
+    return new_event(
+        events.STATS_DELTA, events.source(PROCESS_DATA.name), order.order_id, data,
+        extensions=tracing.event_trace_attributes(),
+    )  # fmt: skip
 
 
 def project(publish: Publish, data: Any) -> Reply:

@@ -24,6 +24,7 @@ import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
+from cqrs_common import tracing
 from cqrs_common.deadline import BUDGET_HEADER, MIN_CALL, Deadline
 
 logger = logging.getLogger(__name__)
@@ -239,12 +240,19 @@ class Client:
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _send(self, call: _Call, timeout: tuple[float, float]) -> requests.Response:
+        """One try, in a CLIENT span of its own when tracing is on (its traceparent replaces
+        the one forwarded from the served request)."""
         transport = self.session.get_adapter(call.url)
-        if isinstance(transport, ConnectionPool):
-            return transport.urlopen(call.method, call.url, call.body, call.headers, timeout)
-        return self.session.request(
-            call.method, call.url, data=call.body, headers=call.headers, timeout=timeout
-        )
+        with tracing.outbound_span(call.method, call.url) as trace_headers:
+            headers = {**call.headers, **trace_headers}
+            if isinstance(transport, ConnectionPool):
+                response = transport.urlopen(call.method, call.url, call.body, headers, timeout)
+            else:
+                response = self.session.request(
+                    call.method, call.url, data=call.body, headers=headers, timeout=timeout
+                )
+            tracing.record_status(response.status_code)
+        return response
 
     def with_retries(self, retries: int) -> Client:
         """The same connections under another retry rule: each role decides how often it tries

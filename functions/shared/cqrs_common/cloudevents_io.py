@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -79,9 +80,12 @@ def new_event(
     subject: str,
     data: dict[str, Any],
     event_id: str | None = None,
+    extensions: Mapping[str, str] | None = None,
 ) -> CloudEvent:
-    """A CloudEvent 1.0 with JSON data; the SDK fills in time, specversion and (unless given) id."""
+    """A CloudEvent 1.0 with JSON data; the SDK fills in time, specversion and (unless given) id.
+    `extensions`: the Distributed Tracing extension (traceparent, tracestate) of its origin."""
     attributes = {
+        **(extensions or {}),
         "type": event_type,
         "source": source,
         "subject": subject,

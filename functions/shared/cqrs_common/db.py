@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -71,10 +72,30 @@ class _Batch:
         self.error: BaseException | None = None
 
 
+@dataclass(frozen=True)
+class AddColumn:
+    """A column a later version added to an existing table: added once, on a store made before
+    it (SQLite has no ADD COLUMN IF NOT EXISTS; PostgreSQL does)."""
+
+    table: str
+    column: str
+    type: str
+
+    def apply(self, tx: Transaction) -> None:
+        if tx.dialect == "postgresql":
+            tx.execute(
+                f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {self.column} {self.type}"
+            )
+            return
+        columns = {row[1] for row in tx.execute(f"PRAGMA table_info({self.table})").fetchall()}
+        if self.column not in columns:
+            tx.execute(f"ALTER TABLE {self.table} ADD COLUMN {self.column} {self.type}")
+
+
 class Database:
     """Connections, transactions and the schema of one store, named by a DATABASE_URL."""
 
-    def __init__(self, url: str, schema: Mapping[str, Sequence[str]]) -> None:
+    def __init__(self, url: str, schema: Mapping[str, Sequence[str | AddColumn]]) -> None:
         if url.startswith("sqlite:///"):
             self.dialect = "sqlite"
             self.path = url.removeprefix("sqlite:///")
@@ -266,7 +287,10 @@ class Database:
                 if self.dialect == "postgresql":
                     tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_KEY,))
                 for statement in self._schema:
-                    tx.execute(statement)
+                    if isinstance(statement, AddColumn):
+                        statement.apply(tx)
+                    else:
+                        tx.execute(statement)
             self._schema_ready = True
 
     def ping(self) -> None:

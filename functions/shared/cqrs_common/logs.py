@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from cqrs_common.tracing import TraceIdFilter
+
 # Attributes a log call may pass through `extra=` that belong in the JSON line.
 FIELDS = (
     "role",
@@ -20,6 +22,8 @@ FIELDS = (
     "status",
     "duration_ms",
     "traceparent",
+    "trace_id",
+    "span_id",
     "outbox_id",
     "attempts",
     "reason",
@@ -59,4 +63,6 @@ def configure(role: str, level: str = "INFO") -> None:
         handler.cqrs_json = True  # type: ignore[attr-defined]
         root.handlers = [handler]
     handler.setFormatter(JsonFormatter(role))
+    if not any(isinstance(f, TraceIdFilter) for f in handler.filters):
+        handler.addFilter(TraceIdFilter())  # every line of a request carries its trace id
     root.setLevel(level)

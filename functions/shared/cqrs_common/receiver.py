@@ -9,7 +9,7 @@ from typing import Any
 from cloudevents.core.base import BaseCloudEvent
 from flask import Flask, Response, g, jsonify, request
 
-from cqrs_common import events
+from cqrs_common import events, tracing
 from cqrs_common.cloudevents_io import BadEventError, event_data, event_log_fields, read_event
 from cqrs_common.domain import ValidationError
 
@@ -44,6 +44,7 @@ def receive_events(app: Flask, role: str, handlers: Mapping[str, EventHandler]) 
         handler = handlers.get(event.get_type())
         if handler is None:
             raise BadEventError(f"unknown event type {event.get_type()!r} for {role}")
+        tracing.link_event(event)  # a relayed event links back to the order's own span
         data = event_data(event)
         check_subject(event, data)
         body, status = handler(data)

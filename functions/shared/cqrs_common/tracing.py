@@ -3,7 +3,7 @@ from the dispatcher to stats-order-db, the outbox's asynchronous hop included.
 
 With no exporter endpoint set, nothing of OpenTelemetry is imported and every helper here is a
 no-op costing a flag test: cold start is a target. Then only the incoming trace headers are
-passed on (cqrs_common.http does that), so a mesh's spans still join.
+passed on (cqrs_common.client does that), so a mesh's spans still join.
 
 Two contexts travel with an event, and they are different things:
 - the HTTP `traceparent`/`tracestate` headers: the transport hop (the sender's client span);

@@ -5,23 +5,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from cqrs_common import logs
+from cqrs_common import lifecycle, logs, metrics, tracing
 from cqrs_common.client import DeadlineExceededError, UpstreamError
 from cqrs_common.cloudevents_io import BadEventError, UnsupportedEventModeError
 from cqrs_common.config import Settings
 from cqrs_common.db import StoreUnavailableError
 from cqrs_common.deadline import Deadline
 from cqrs_common.domain import ConflictError, ValidationError, reason_sentence
-from cqrs_common.lifecycle import DRAINING
 from cqrs_common.limits import MAX_BODY_BYTES, PROBLEM_JSON
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ BAD_EVENT_PROBLEM = "urn:cqrs:problem:bad-event"
 UNAVAILABLE_PROBLEM = "urn:cqrs:problem:unavailable"
 DEADLINE_PROBLEM = "urn:cqrs:problem:deadline"
 PROBES = ("/healthz", "/readyz")
+QUIET = (*PROBES, metrics.METRICS_PATH)
 JSON_TYPES = ("application/json", PROBLEM_JSON)
 # Set by cqrs_common.gunicorn_worker: when the request had fully arrived (time.monotonic()), so
 # the time it waited for a thread counts against its budget.
@@ -107,7 +108,16 @@ def create_base_app(
     _add_request_hooks(app, settings)
     _add_probes(app, ready)
     _add_error_handlers(app)
+    _add_telemetry(app, settings)
     return app
+
+
+def _add_telemetry(app: Flask, settings: Settings) -> None:
+    """Prometheus metrics always (GET /metrics); traces when the OTEL_* variables ask."""
+    metrics.instrument(app, settings.role, threads=int(os.environ.get("GUNICORN_THREADS", 8)))
+    if tracing.configure(settings.role, os.environ):
+        tracing.instrument_app(app)
+        lifecycle.on_stop(app, tracing.shutdown)  # send what is buffered before the exit
 
 
 def _add_request_hooks(app: Flask, settings: Settings) -> None:
@@ -131,8 +141,8 @@ def _add_request_hooks(app: Flask, settings: Settings) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         _secure_headers(response)
-        if request.path in PROBES and response.status_code == 200:
-            return response  # probes every few seconds would drown the log
+        if request.path in QUIET and response.status_code == 200:
+            return response  # probes and scrapes every few seconds would drown the log
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         fields: dict[str, Any] = {
             "role": settings.role, "method": request.method, "path": request.path,
@@ -166,7 +176,7 @@ def _add_probes(app: Flask, ready: Callable[[], None] | None) -> None:
 
     @app.get("/readyz")
     def readyz() -> Response:
-        if DRAINING.is_set():
+        if lifecycle.DRAINING.is_set():
             return problem(503, "Shutting down", type_=UNAVAILABLE_PROBLEM)
         if ready is not None:
             try:
@@ -204,6 +214,7 @@ def _upstream(exc: UpstreamError) -> Response:
 
 def _store(exc: StoreUnavailableError) -> Response:
     logger.warning("store unavailable: %s", exc)
+    metrics.count_store_error(current_app.config["SETTINGS"].role)
     return problem(
         503, "Store unavailable", str(exc),
         type_=UNAVAILABLE_PROBLEM, headers={"Retry-After": "1"},

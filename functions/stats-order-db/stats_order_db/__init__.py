@@ -6,9 +6,9 @@ import logging
 from functools import partial
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 
-from cqrs_common import events
+from cqrs_common import events, metrics
 from cqrs_common.config import Settings
 from cqrs_common.db import Database
 from cqrs_common.domain import parse_order_id
@@ -24,6 +24,7 @@ def apply(store: StatsStore, data: Any) -> Reply:
     """`stats.delta`: add it to the totals, once per order id."""
     delta = events.delta_from_data(data)
     applied = store.apply(delta)
+    metrics.count_delta("applied" if applied else "duplicate")
     return {"orderId": delta.order_id, "status": "applied" if applied else "duplicate"}, 200
 
 
@@ -32,6 +33,13 @@ def create_app(settings: Settings | None = None, *, store: StatsStore | None = N
     store = store or StatsStore(Database(settings.database_url, SCHEMA))
     app = create_base_app(settings, __name__, ready=store.db.ping)
     receive_events(app, STATS_ORDER_DB.name, {events.STATS_DELTA: partial(apply, store)})
+    metrics.register_orders_counted(store.count)
+
+    @app.after_request
+    def _count_refused(response: Response) -> Response:
+        if request.path == "/" and request.method == "POST" and response.status_code == 400:
+            metrics.count_delta("refused")
+        return response
 
     @app.get("/stats")
     def stats() -> Response:

@@ -91,6 +91,14 @@ class StatsStore:
                 )
             return True
 
+    def count(self) -> int:
+        """How many orders the totals count: the read side's position against the write log."""
+        with self.db.read() as tx:
+            (counted,) = tx.execute(
+                "SELECT COALESCE(SUM(orders), 0) FROM product_totals"
+            ).fetchone()
+        return int(counted)
+
     def is_applied(self, order_id: str) -> bool:
         with self.db.read() as tx:
             row = tx.execute(

@@ -1,7 +1,7 @@
 """Logs for a person at a terminal: `make run` keeps each role's JSON log in its own file
 (var/log/<role>.log) and shows one compact line per request; `make logs` follows the files.
 
-Containers keep JSON on stdout (cqrs_common.logging); this module only reads those lines back:
+Containers keep JSON on stdout (cqrs_common.logs); this module only reads those lines back:
     12:03:04.123 order-db        POST / 200 3.1ms order.placed 4bf92f35
 """
 
