@@ -443,3 +443,21 @@ def test_a_redirect_never_names_the_host_the_client_sent(shop: Shop) -> None:
     response = app.test_client().get("/slash", headers={"Host": "evil.example"})
     assert response.status_code == 308
     assert response.headers["Location"] == "/slash/"
+
+
+def test_stats_say_how_far_the_totals_are_behind_and_what_is_stuck(shop: Shop) -> None:
+    apps, router = shop.apps, shop.router
+    for _ in range(3):
+        place(apps)
+    assert stats(apps)["pipeline"] == {"ordersLogged": 3, "behind": 3, "stuck": 0}
+    router.refuse.add("process-data")  # its refusals are parked: stuck for an operator
+    assert relay(apps)["parked"] == 3
+    assert stats(apps)["pipeline"] == {"ordersLogged": 3, "behind": 3, "stuck": 3}
+    router.refuse.clear()
+    for row in shop.orders.outbox("parked"):
+        assert apps["order-db"].test_client().post(f"/outbox/{row['id']}/retry").status_code == 200
+    assert relay(apps)["sent"] == 3
+    assert stats(apps)["pipeline"] == {"ordersLogged": 3, "behind": 0, "stuck": 0}
+    router.down.add("order-db")  # the write side away: the totals still come, without it
+    answer = stats(apps)
+    assert answer["ordersCounted"] == 3 and "pipeline" not in answer

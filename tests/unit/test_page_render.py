@@ -259,3 +259,26 @@ def test_refusals_are_sentences_a_customer_reads_on_the_page_and_in_the_api(
     # The API names the same field (the contract's field names), with the same words.
     assert reasons == {field: expected}
     assert detail == expected
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "shown", "stuck"),
+    [
+        ({"ordersLogged": 2, "behind": 0, "stuck": 0}, "Up to date: every order placed is counted.",
+         False),
+        ({"ordersLogged": 9, "behind": 1, "stuck": 0}, "1 order not counted yet.", False),
+        ({"ordersLogged": 9, "behind": 1200, "stuck": 3},
+         "1,200 orders not counted yet; 3 stuck, waiting for an operator.", True),
+        (None, "", False),
+    ],
+)  # fmt: skip
+def test_the_page_says_how_far_behind_the_totals_are_and_what_is_stuck(
+    pipeline: dict[str, int] | None, shown: str, stuck: bool
+) -> None:
+    stats = {**STATS, **({"pipeline": pipeline} if pipeline else {})}
+    html = make_app(Gateway(stats=stats)).test_client().get("/order").get_data(as_text=True)
+    line = re.search(r'<p class="hint" id="pipeline"([^>]*)>(.*?)</p>', html, re.S)
+    assert line is not None
+    assert line.group(2) == shown
+    assert ("hidden" in line.group(1)) is (pipeline is None)
+    assert ("data-stuck" in line.group(1)) is stuck

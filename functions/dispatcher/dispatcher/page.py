@@ -67,6 +67,21 @@ class StatsView:
     rows: tuple[ProductRow, ...]
     orders_counted: int
     updated_at: str | None
+    pipeline: str | None = None  # how far behind the totals are, in words
+    stuck: bool = False  # an event waits for an operator
+
+
+def pipeline_sentence(pipeline: Mapping[str, Any] | None) -> str | None:
+    """The read side's lag and the stuck events, for the merchant (shop.js says the same)."""
+    if not pipeline:
+        return None
+    behind, stuck = int(pipeline.get("behind") or 0), int(pipeline.get("stuck") or 0)
+    if behind == 0:
+        return "Up to date: every order placed is counted."
+    words = f"{format_quantity(behind)} order{'s' if behind != 1 else ''} not counted yet"
+    if stuck:
+        words += f"; {format_quantity(stuck)} stuck, waiting for an operator"
+    return words + "."
 
 
 def _refusal(parse: Callable[[Any], Any], bad: Any) -> str:
@@ -136,7 +151,14 @@ def stats_view(stats: Mapping[str, Any]) -> StatsView:
     rows = tuple(
         ProductRow(p, q, t, _share(q, top_quantity), _share(t, top_price)) for p, q, t in raw
     )
-    return StatsView(rows, int(stats.get("ordersCounted") or 0), stats.get("updatedAt"))
+    pipeline = stats.get("pipeline")
+    return StatsView(
+        rows,
+        int(stats.get("ordersCounted") or 0),
+        stats.get("updatedAt"),
+        pipeline_sentence(pipeline),
+        bool(pipeline and pipeline.get("stuck")),
+    )
 
 
 def format_quantity(value: int) -> str:

@@ -96,6 +96,15 @@ def _add_log_routes(app: Flask, store: OrderStore) -> None:
             next=page[-1][1] if len(page) == limit else None,
         )
 
+    @app.get("/position")
+    def position() -> Response:
+        """How far the write side is, and what its outbox holds: the read side compares."""
+        outbox = store.outbox_stats()
+        return jsonify(
+            ordersLogged=store.count(),
+            outbox={PENDING: outbox.pending, PARKED: outbox.parked},
+        )
+
     @app.get("/orders/<order_id>")
     def order(order_id: str) -> Response:
         found = store.get(order_id)

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify
 
-from cqrs_common.client import Client
+from cqrs_common.client import Client, UpstreamError
 from cqrs_common.config import Settings
 from cqrs_common.domain import parse_order_id
-from cqrs_common.roles import QUERY_ORDER, STATS_ORDER_DB
+from cqrs_common.roles import ORDER_DB, QUERY_ORDER, STATS_ORDER_DB
 from cqrs_common.web import create_base_app
+
+# The write side's position is a courtesy to the merchant: it must not slow the totals down.
+POSITION_TIMEOUT = (0.5, 1.0)
+
+
+def _pipeline(client: Client, order_db: str, counted: int) -> dict[str, int] | None:
+    """How far the totals are behind the order log, and how many events are stuck (parked);
+    None when the write side does not answer at once (the totals are served anyway)."""
+    try:
+        position = client.get_json(f"{order_db}/position", timeout=POSITION_TIMEOUT)
+    except UpstreamError:
+        return None
+    logged = int(position["ordersLogged"])
+    return {
+        "ordersLogged": logged,
+        "behind": max(0, logged - counted),
+        "stuck": int(position["outbox"]["parked"]),
+    }
 
 
 def create_app(settings: Settings | None = None, *, client: Client | None = None) -> Flask:
@@ -20,7 +38,9 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
 
     @app.get("/stats")
     def stats() -> Response:
-        return jsonify(client.get_json(f"{stats_db}/stats"))
+        totals = client.get_json(f"{stats_db}/stats")
+        pipeline = _pipeline(client, settings.url_of(ORDER_DB), totals["ordersCounted"])
+        return jsonify({**totals, **({"pipeline": pipeline} if pipeline else {})})
 
     @app.get("/orders/<order_id>")
     def order_status(order_id: str) -> Response:

@@ -36,7 +36,9 @@ DISPATCHER = Role("dispatcher", 8080, peers=("command-order", "query-order"))
 COMMAND_ORDER = Role("command-order", 8081, url_env="COMMAND_ORDER_URL", sink="order-db")
 ORDER_DB = Role("order-db", 8082, url_env="ORDER_DB_URL", sink="process-data", store="orders")
 PROCESS_DATA = Role("process-data", 8083, sink="stats-order-db", peers=("order-db",))
-QUERY_ORDER = Role("query-order", 8084, url_env="QUERY_ORDER_URL", peers=("stats-order-db",))
+QUERY_ORDER = Role(
+    "query-order", 8084, url_env="QUERY_ORDER_URL", peers=("stats-order-db", "order-db")
+)
 STATS_ORDER_DB = Role("stats-order-db", 8085, url_env="STATS_DB_URL", store="stats")
 
 ROLES: tuple[Role, ...] = (

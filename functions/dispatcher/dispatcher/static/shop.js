@@ -327,6 +327,7 @@
   const statsNotice = $("#stats-notice");
   const ordersCounted = $("#orders-counted");
   const updatedAt = $("#updated-at");
+  const pipelineLine = $("#pipeline");
   const announcer = $("#totals-live");
   let lastSignature = null;
   let statsSeq = 0;
@@ -373,12 +374,32 @@
       updatedAt.removeAttribute("datetime");
     }
     updatedAt.textContent = age(stats.updatedAt);
+    renderPipeline(stats.pipeline);
 
     const summary =
       rows.map((r) => `${r.name} ${formatQuantity(r.quantity)} for ${formatMoney(r.total)}`).join(", ") +
       `; ${formatQuantity(stats.ordersCounted)} orders counted`;
     if (lastSignature !== null && summary !== lastSignature) announcer.textContent = `Totals updated: ${summary}.`;
     lastSignature = summary;
+  }
+
+  // How far behind the totals are, and what is stuck: the words of page.pipeline_sentence.
+  function renderPipeline(pipeline) {
+    if (!pipeline) {
+      pipelineLine.hidden = true;
+      return;
+    }
+    const behind = Number(pipeline.behind) || 0;
+    const stuck = Number(pipeline.stuck) || 0;
+    let words = "Up to date: every order placed is counted.";
+    if (behind > 0) {
+      words = `${formatQuantity(behind)} order${behind === 1 ? "" : "s"} not counted yet`;
+      if (stuck) words += `; ${formatQuantity(stuck)} stuck, waiting for an operator`;
+      words += ".";
+    }
+    pipelineLine.textContent = words;
+    pipelineLine.toggleAttribute("data-stuck", stuck > 0);
+    pipelineLine.hidden = false;
   }
 
   async function refreshStats() {
