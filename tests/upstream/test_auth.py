@@ -178,7 +178,9 @@ def test_alg_none_and_hmac_are_refused(cp: ControlPlane, settings: auth.AuthSett
         "exp": int(time.time()) + 600,
     }
     unsigned = jwt.encode(claims, None, algorithm="none", headers={"kid": kid})
-    hmac = jwt.encode(claims, "a-secret-that-is-public-knowledge-anyway", algorithm="HS256", headers={"kid": kid})
+    hmac = jwt.encode(
+        claims, "a-secret-that-is-public-knowledge-anyway", algorithm="HS256", headers={"kid": kid}
+    )
     for token in (unsigned, hmac):
         assert refused(v, bearer(token), write=True).status == 401
 
@@ -315,15 +317,23 @@ def test_settings_fail_fast_naming_the_variable(tmp_path: Path) -> None:
         auth.AuthSettings.from_env({"CQRS_AUTH": "yes"})
     with pytest.raises(auth.ConfigError, match="CQRS_AUTH_EXTRA_CALLERS"):
         auth.AuthSettings.from_env({"CQRS_AUTH_EXTRA_CALLERS": "cqrs-operator"})
+    # a sender-only pod (the dispatcher) needs no namespace, CA or API token ...
+    sender = auth.AuthSettings.from_env(
+        {"CQRS_AUTH": "jwt", "CQRS_AUTH_ISSUER": "https://x"},
+        namespace_file=str(tmp_path / "missing"),
+    )
+    assert sender.enabled and auth.TokenSource.from_settings(sender).token_dir is not None
+    # ... a receiver does
     with pytest.raises(auth.ConfigError, match="CQRS_AUTH_NAMESPACE"):
-        auth.AuthSettings.from_env(
-            {"CQRS_AUTH": "jwt", "CQRS_AUTH_ISSUER": "https://x"},
-            namespace_file=str(tmp_path / "missing"),
-        )
+        auth.Verifier(sender, "cqrs-order-db", auth.CALLERS["order-db"])
+    (tmp_path / "namespace").write_text("cqrs\n")
+    receiver = auth.AuthSettings.from_env(
+        {"CQRS_AUTH": "jwt", "CQRS_AUTH_ISSUER": "https://x", "CQRS_AUTH_CA_FILE": str(tmp_path)},
+        namespace_file=str(tmp_path / "namespace"),
+    )
+    assert receiver.namespace == "cqrs"
     with pytest.raises(auth.ConfigError, match="CQRS_AUTH_CA_FILE"):
-        auth.AuthSettings.from_env(
-            {**base, "CQRS_AUTH_ISSUER": "https://x", "CQRS_AUTH_CA_FILE": str(tmp_path / "no")}
-        )
+        auth.Verifier(receiver, "cqrs-order-db", auth.CALLERS["order-db"])
 
 
 def test_extra_callers_are_admitted(cp: ControlPlane, settings: auth.AuthSettings) -> None:

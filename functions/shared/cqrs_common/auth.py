@@ -164,7 +164,6 @@ class AuthSettings:
         )
         if not settings.enabled:
             return settings
-        # Fail at startup, naming the variable, rather than refuse every request later.
         if not settings.issuer:
             raise ConfigError(
                 "CQRS_AUTH_ISSUER is required when CQRS_AUTH=jwt "
@@ -173,19 +172,12 @@ class AuthSettings:
         if not settings.jwks_url.startswith("https://"):
             raise ConfigError("CQRS_AUTH_JWKS_URL must be an https:// URL")
         if not settings.namespace:
+            # only receivers need it (Verifier checks); a sender-only pod may mount no token
             try:
                 namespace = Path(namespace_file).read_text(encoding="utf-8").strip()
+                settings = replace(settings, namespace=namespace)
             except OSError:
-                raise ConfigError(
-                    f"CQRS_AUTH_NAMESPACE is not set and {namespace_file} cannot be read"
-                ) from None
-            settings = replace(settings, namespace=namespace)
-        for name, path in (
-            ("CQRS_AUTH_CA_FILE", settings.ca_file),
-            ("CQRS_AUTH_API_TOKEN_FILE", settings.api_token_file),
-        ):
-            if not os.path.isfile(path):
-                raise ConfigError(f"{name}: no file at {path}")
+                pass
         return settings
 
 
@@ -273,6 +265,18 @@ class Verifier:
     ) -> None:
         if not settings.enabled:
             raise ConfigError("Verifier needs CQRS_AUTH=jwt")
+        # fail at startup, naming the variable, rather than refuse every request later
+        if not settings.namespace:
+            raise ConfigError(
+                "CQRS_AUTH_NAMESPACE is not set and the pod's namespace file is missing"
+            )
+        if jwks is None:
+            for name, path in (
+                ("CQRS_AUTH_CA_FILE", settings.ca_file),
+                ("CQRS_AUTH_API_TOKEN_FILE", settings.api_token_file),
+            ):
+                if not os.path.isfile(path):
+                    raise ConfigError(f"{name}: no file at {path}")
         self.settings = settings
         self.audience = audience
         self.jwks = jwks or Jwks.from_settings(settings)
