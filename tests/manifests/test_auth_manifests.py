@@ -139,7 +139,10 @@ def test_the_outbox_relay_cronjob_sends_its_own_token() -> None:
     assert c["args"][c["args"].index("--variable") + 1] == (
         f"token@{auth.DEFAULT_TOKEN_DIR}/{order_db}"
     )
-    assert "Authorization: Bearer {{token:trim}}" in c["args"]
+    # only --expand-header substitutes {{token}}; --header would send it literally
+    assert c["args"][c["args"].index("--expand-header") + 1] == (
+        "Authorization: Bearer {{token:trim}}"
+    )
     assert auth.OUTBOX_RELAY in auth.CALLERS["order-db"].writes
 
 
