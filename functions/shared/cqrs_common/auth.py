@@ -185,8 +185,10 @@ class Jwks:
     """The cluster's signing keys, fetched over https and cached by key id.
 
     The API server serves them to every ServiceAccount (the default
-    system:service-account-issuer-discovery binding), so the pod reads them with its own
-    token. An unknown `kid` (the API server got a new key) triggers a refetch, at most once
+    system:service-account-issuer-discovery binding, k8s.io/kubernetes
+    plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go:565,723), so the pod reads
+    them with its own token; anonymous callers are refused by default.
+    An unknown `kid` (the API server got a new key) triggers a refetch, at most once
     every `min_refetch` seconds so a flood of forged kids cannot hammer the API server.
     """
 
