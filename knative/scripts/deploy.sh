@@ -46,6 +46,11 @@ if ! $dry_run; then
   if [[ "$overlay" == eventing ]]; then
     has_crd brokers.eventing.knative.dev ||
       die "OVERLAY=eventing needs Knative Eventing (docs/cluster.md, step 4); OVERLAY=direct does not"
+    # Deliveries must carry the Trigger's or PingSource's token, which the roles verify: a
+    # cluster-wide Eventing setting, so the operator turns it on (docs/cluster.md, step 4).
+    [[ "$(kubectl -n knative-eventing get configmap config-features \
+      -o jsonpath='{.data.authentication-oidc}' 2>/dev/null)" == enabled ]] ||
+      die "OVERLAY=eventing needs Knative Eventing's authentication-oidc feature enabled (docs/cluster.md, step 4)"
   fi
   case "$database" in
     cnpg)

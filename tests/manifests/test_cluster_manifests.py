@@ -152,7 +152,7 @@ def test_ports_probes_resources_and_security() -> None:
         assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"]
         assert sc["seccompProfile"]["type"] == "RuntimeDefault"
-        assert ksvc["spec"]["template"]["spec"]["serviceAccountName"] == "cqrs"
+        assert ksvc["spec"]["template"]["spec"]["serviceAccountName"] == name
 
 
 def test_autoscaling_matches_gunicorn() -> None:
@@ -364,17 +364,30 @@ def test_mesh_policy() -> None:
     }
     assert set(policies) == {r.service for r in ROLES}
     ingress = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    mesh = {NAMESPACE, "knative-serving", "knative-eventing"}
+    probes = ["/healthz", "/readyz", "/metrics"]
     for name, policy in policies.items():
         assert policy["metadata"]["namespace"] == NAMESPACE
         assert policy["spec"]["action"] == "ALLOW"
-        sources = [s["source"] for rule in policy["spec"]["rules"] for s in rule["from"]]
+        rules = policy["spec"]["rules"]
+        sources = [s["source"] for rule in rules for s in rule["from"]]
         principals = {p for s in sources for p in s.get("principals", [])}
         namespaces = {n for s in sources for n in s.get("namespaces", [])}
         if name == "cqrs-dispatcher":
             assert principals == {ingress} and namespaces == {"knative-serving"}
-        else:
-            assert principals == set()
-            assert namespaces == {NAMESPACE, "knative-serving", "knative-eventing"}
+            continue
+        # the activator forwards any caller as itself: the role verifies the token
+        # (cqrs_common.auth); the mesh admits only probes, and requests that carry one
+        assert principals == set()
+        for rule in rules:
+            assert {n for s in rule["from"] for n in s["source"]["namespaces"]} == mesh
+        probe_rule, token_rule = rules
+        assert probe_rule["to"] == [{"operation": {"paths": probes}}]
+        assert "when" not in probe_rule
+        assert "to" not in token_rule
+        assert token_rule["when"] == [
+            {"key": "request.headers[authorization]", "values": ["Bearer *"]}
+        ]
 
 
 def test_custom_domain() -> None:

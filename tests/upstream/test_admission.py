@@ -40,10 +40,20 @@ def sets() -> dict[str, DocumentSet]:
     return {s.name: s for s in documents.all_sets()}
 
 
+# docs/cluster.md, step 4: Eventing's deliveries carry OIDC tokens (make deploy checks it)
+EVENTING_FEATURES = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-features, namespace: knative-eventing}
+data: {authentication-oidc: enabled}
+"""
+
+
 @functools.cache
 def cluster_config() -> str:
-    """The Knative ConfigMaps as the guide leaves them (custom domain and its claims)."""
-    return documents.kustomize("istio/domain")
+    """The Knative ConfigMaps as the guide leaves them (custom domain and its claims,
+    Eventing's OIDC authentication)."""
+    return documents.kustomize("istio/domain") + "---\n" + EVENTING_FEATURES
 
 
 def group(doc: dict[str, Any]) -> str:
@@ -91,6 +101,16 @@ BROKEN: list[tuple[str, str, str, str, Mutation]] = [
     ("Knative Service: a reserved env var", "deploy-direct-cnpg", "Service", "cqrs-order-db",
      lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"].append(
          {"name": "K_SERVICE", "value": "x"})),
+    ("Knative Service: a token volume nothing mounts", "deploy-direct-cnpg", "Service",
+     "cqrs-order-db",
+     lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("volumeMounts")),
+    ("Knative Service: a token source without a path", "deploy-direct-cnpg", "Service",
+     "cqrs-order-db",
+     lambda d: d["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"][0][
+         "serviceAccountToken"].pop("path")),
+    ("AuthorizationPolicy: a header condition without values", "deploy-direct-cnpg",
+     "AuthorizationPolicy", "cqrs-order-db-internal",
+     lambda d: d["spec"]["rules"][1]["when"][0].pop("values")),
     ("Trigger without subscriber", "deploy-eventing-cnpg", "Trigger", None,
      lambda d: d["spec"].pop("subscriber")),
     ("PingSource with a bad schedule", "deploy-eventing-cnpg", "PingSource", None,

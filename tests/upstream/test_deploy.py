@@ -50,9 +50,21 @@ def make_deploy(cp: ControlPlane, overlay: str, database: str) -> subprocess.Com
 
 
 def install_knative(cp: ControlPlane, *, eventing: bool) -> None:
-    """The namespaces Knative's install creates (its CRDs are already there)."""
+    """The namespaces Knative's install creates (its CRDs are already there), and Eventing's
+    OIDC authentication turned on as docs/cluster.md, step 4 has the operator do."""
     for ns in ["knative-serving", *(["knative-eventing"] if eventing else [])]:
         cp.kubectl("create", "namespace", ns, check=False)
+    if eventing:
+        set_eventing_oidc(cp, "enabled")
+
+
+def set_eventing_oidc(cp: ControlPlane, value: str) -> None:
+    features = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "config-features", "namespace": "knative-eventing"},
+        "data": {"authentication-oidc": value},
+    }  # fmt: skip
+    cp.kubectl("apply", "-f", "-", input=json.dumps(features))
 
 
 def create_secrets(cp: ControlPlane, names: list[str]) -> None:
@@ -155,6 +167,21 @@ def test_eventing_overlay_without_eventing_stops_before_changing_anything(
 def test_eventing_overlay_on_eventing(eventing: ControlPlane, database: str) -> None:
     create_secrets(eventing, DB_SECRETS[database])
     check_deploy(eventing, "eventing", database)
+
+
+def test_eventing_overlay_without_oidc_stops_before_changing_anything(
+    eventing: ControlPlane,
+) -> None:
+    # deliveries would come without tokens and every role would refuse them
+    set_eventing_oidc(eventing, "disabled")
+    try:
+        before = shop_objects(eventing)
+        result = make_deploy(eventing, "eventing", "cnpg")
+        assert result.returncode == 2
+        assert "authentication-oidc" in result.stderr
+        assert shop_objects(eventing) == before
+    finally:
+        set_eventing_oidc(eventing, "enabled")
 
 
 def test_missing_database_secrets_stop_the_deploy(eventing: ControlPlane) -> None:

@@ -1,0 +1,389 @@
+"""Who may call a role: audience-bound ServiceAccount tokens, checked against the cluster's JWKS.
+
+In a cluster every call between roles, and every event delivered to one, carries a
+Kubernetes ServiceAccount token whose audience is the receiving Knative Service. The
+receiver checks it here and admits only the callers the topology gives it (CALLERS).
+The mesh cannot do this alone: Knative's activator forwards any caller under its own
+identity, so the sender's identity has to travel with the request.
+
+Imported only when CQRS_AUTH=jwt (make run leaves it off: loopback is the boundary), so
+PyJWT and cryptography never slow a local start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+
+# JOSE verification (algorithm confusion, "alg": "none", key parsing, constant-time
+# signature checks) is exactly what not to write by hand: PyJWT with cryptography.
+import jwt
+
+REALM = "cqrs"
+DEFAULT_JWKS_URL = "https://kubernetes.default.svc/openid/v1/jwks"
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+DEFAULT_TOKEN_DIR = "/var/run/secrets/cqrs/tokens"
+DEFAULT_LEEWAY = 10.0
+# Probes (kubelet through queue-proxy, Knative's activator at /healthz) and the metrics
+# scrape carry no token and change nothing.
+UNVERIFIED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+_SUBJECT = re.compile(
+    r"^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+)
+
+
+@dataclass(frozen=True)
+class Callers:
+    """The ServiceAccount names that may write to (any method but GET/HEAD) and read from a role."""
+
+    writes: frozenset[str] = frozenset()
+    reads: frozenset[str] = frozenset()
+
+
+# ---------------------------------------------------------------------------------------
+# CALLERS: who may call whom, by role name, principals by ServiceAccount name (a role's
+# ServiceAccount is named like its Knative Service). The topology of docs/contract.md;
+# to move into cqrs_common.roles. Eventing's OIDC identities (Trigger and PingSource
+# deliveries) are per overlay and come from CQRS_AUTH_EXTRA_CALLERS.
+# The dispatcher is public: it has no entry and is never verified.
+OPERATOR = "cqrs-operator"  # a person: kubectl create token cqrs-operator --audience <service>
+OUTBOX_RELAY = "cqrs-outbox-relay"  # the direct overlay's CronJob
+CALLERS: Mapping[str, Callers] = {
+    "command-order": Callers(writes=frozenset({"cqrs-dispatcher"})),
+    "order-db": Callers(
+        writes=frozenset({"cqrs-command-order", OUTBOX_RELAY, OPERATOR}),
+        # process-data's replay pages through GET /orders
+        reads=frozenset({"cqrs-process-data", OPERATOR}),
+    ),
+    "process-data": Callers(
+        # order-db's outbox relay delivers order.recorded; the operator's POST /replay
+        writes=frozenset({"cqrs-order-db", OPERATOR}),
+    ),
+    "stats-order-db": Callers(
+        writes=frozenset({"cqrs-process-data"}),
+        reads=frozenset({"cqrs-query-order", OPERATOR}),
+    ),
+    "query-order": Callers(reads=frozenset({"cqrs-dispatcher"})),
+}
+# ---------------------------------------------------------------------------------------
+
+
+def is_write(method: str) -> bool:
+    return method.upper() not in READ_METHODS
+
+
+def subject(namespace: str, service_account: str) -> str:
+    """The `sub` of a ServiceAccount's token."""
+    return f"system:serviceaccount:{namespace}:{service_account}"
+
+
+class AuthError(Exception):
+    """A request refused: 401 (no usable token) or 403 (a valid token, a caller not allowed)."""
+
+    def __init__(self, status: int, detail: str, *, error: str | None = "invalid_token") -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.www_authenticate: str | None = None
+        if status == 401:
+            # RFC 6750 section 3: no error code when the request carried no token at all
+            value = f'Bearer realm="{REALM}"'
+            if error:
+                safe = detail.replace("\\", "").replace('"', "'")
+                value += f', error="{error}", error_description="{safe}"'
+            self.www_authenticate = value
+
+
+class JwksError(Exception):
+    """The key set could not be read: the receiver's problem, not the caller's (answer 503)."""
+
+
+class ConfigError(ValueError):
+    """A missing or malformed CQRS_AUTH_* setting; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    mode: str = "off"  # "off" | "jwt"
+    issuer: str = ""
+    jwks_url: str = DEFAULT_JWKS_URL
+    ca_file: str = f"{SA_DIR}/ca.crt"
+    api_token_file: str = f"{SA_DIR}/token"
+    token_dir: str = DEFAULT_TOKEN_DIR
+    namespace: str = ""
+    extra_callers: frozenset[str] = field(default_factory=frozenset)
+    leeway: float = DEFAULT_LEEWAY
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "jwt"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], *, namespace_file: str = f"{SA_DIR}/namespace"
+    ) -> AuthSettings:
+        mode = env.get("CQRS_AUTH", "off").strip().lower() or "off"
+        if mode not in {"off", "jwt"}:
+            raise ConfigError(f"CQRS_AUTH must be 'off' or 'jwt', not {mode!r}")
+        extra = frozenset(
+            s.strip() for s in env.get("CQRS_AUTH_EXTRA_CALLERS", "").split(",") if s.strip()
+        )
+        for s in sorted(extra):
+            if not _SUBJECT.match(s):
+                raise ConfigError(
+                    f"CQRS_AUTH_EXTRA_CALLERS: {s!r} is not "
+                    "system:serviceaccount:<namespace>:<name>"
+                )
+        try:
+            leeway = float(env.get("CQRS_AUTH_LEEWAY", DEFAULT_LEEWAY))
+        except ValueError:
+            raise ConfigError("CQRS_AUTH_LEEWAY must be a number of seconds") from None
+        if not 0 <= leeway <= 300:
+            raise ConfigError("CQRS_AUTH_LEEWAY must be between 0 and 300 seconds")
+        settings = cls(
+            mode=mode,
+            issuer=env.get("CQRS_AUTH_ISSUER", "").strip(),
+            jwks_url=env.get("CQRS_AUTH_JWKS_URL", DEFAULT_JWKS_URL).strip(),
+            ca_file=env.get("CQRS_AUTH_CA_FILE", f"{SA_DIR}/ca.crt"),
+            api_token_file=env.get("CQRS_AUTH_API_TOKEN_FILE", f"{SA_DIR}/token"),
+            token_dir=env.get("CQRS_AUTH_TOKEN_DIR", DEFAULT_TOKEN_DIR),
+            namespace=env.get("CQRS_AUTH_NAMESPACE", "").strip(),
+            extra_callers=extra,
+            leeway=leeway,
+        )
+        if not settings.enabled:
+            return settings
+        if not settings.issuer:
+            raise ConfigError(
+                "CQRS_AUTH_ISSUER is required when CQRS_AUTH=jwt "
+                "(kubectl get --raw /.well-known/openid-configuration)"
+            )
+        if not settings.jwks_url.startswith("https://"):
+            raise ConfigError("CQRS_AUTH_JWKS_URL must be an https:// URL")
+        if not settings.namespace:
+            # only receivers need it (Verifier checks); a sender-only pod may mount no token
+            try:
+                namespace = Path(namespace_file).read_text(encoding="utf-8").strip()
+                settings = replace(settings, namespace=namespace)
+            except OSError:
+                pass
+        return settings
+
+
+class Jwks:
+    """The cluster's signing keys, fetched over https and cached by key id.
+
+    The API server serves them to every ServiceAccount (the default
+    system:service-account-issuer-discovery binding, k8s.io/kubernetes
+    plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go:565,723), so the pod reads
+    them with its own token; anonymous callers are refused by default.
+    An unknown `kid` (the API server got a new key) triggers a refetch, at most once
+    every `min_refetch` seconds so a flood of forged kids cannot hammer the API server.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_file: str | None,
+        token_file: str | None,
+        min_refetch: float = 10.0,
+        max_age: float = 3600.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.ca_file = ca_file
+        self.token_file = token_file
+        self.min_refetch = min_refetch
+        self.max_age = max_age
+        self.timeout = timeout
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings) -> Jwks:
+        return cls(settings.jwks_url, ca_file=settings.ca_file, token_file=settings.api_token_file)
+
+    def key(self, kid: str | None) -> jwt.PyJWK | None:
+        """The key with that id, or None when the key set does not have it, even after a refetch."""
+        with self._lock:
+            now = time.monotonic()
+            stale = self._fetched_at is None or now - self._fetched_at > self.max_age
+            unknown = kid not in self._keys
+            may_refetch = self._fetched_at is None or now - self._fetched_at >= self.min_refetch
+            if stale or (unknown and may_refetch):
+                self._keys = self._fetch()
+                self._fetched_at = now
+            return self._keys.get(kid) if kid is not None else _only(self._keys)
+
+    def _fetch(self) -> dict[str, jwt.PyJWK]:
+        # the API server serves it as application/jwk-set+json and answers 406 to json alone
+        headers = {"Accept": "application/jwk-set+json, application/json"}
+        if self.token_file:
+            # re-read on every fetch: the kubelet rotates the pod's token
+            try:
+                token = Path(self.token_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise JwksError(f"cannot read the token to fetch the JWKS: {exc}") from None
+            headers["Authorization"] = f"Bearer {token}"
+        # no proxy from the environment: the API server is inside the cluster
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if self.url.startswith("https://"):
+            context = ssl.create_default_context(cafile=self.ca_file)
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        request = urllib.request.Request(self.url, headers=headers)
+        try:
+            with urllib.request.build_opener(*handlers).open(request, timeout=self.timeout) as r:
+                document = json.loads(r.read(1 << 20))
+            keys = jwt.PyJWKSet.from_dict(document).keys
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            raise JwksError(f"cannot fetch the JWKS from {self.url}: {exc}") from None
+        return {k.key_id: k for k in keys if k.key_id}
+
+
+def _only(keys: Mapping[str, jwt.PyJWK]) -> jwt.PyJWK | None:
+    # a token without kid is accepted only when the key set has exactly one key
+    return next(iter(keys.values())) if len(keys) == 1 else None
+
+
+class Verifier:
+    """Checks the bearer token of a request to one role: signed by the cluster, for this
+    audience, in time, from a caller the topology allows for that kind of request."""
+
+    def __init__(
+        self, settings: AuthSettings, audience: str, callers: Callers, *, jwks: Jwks | None = None
+    ) -> None:
+        if not settings.enabled:
+            raise ConfigError("Verifier needs CQRS_AUTH=jwt")
+        # fail at startup, naming the variable, rather than refuse every request later
+        if not settings.namespace:
+            raise ConfigError(
+                "CQRS_AUTH_NAMESPACE is not set and the pod's namespace file is missing"
+            )
+        if jwks is None:
+            for name, path in (
+                ("CQRS_AUTH_CA_FILE", settings.ca_file),
+                ("CQRS_AUTH_API_TOKEN_FILE", settings.api_token_file),
+            ):
+                if not os.path.isfile(path):
+                    raise ConfigError(f"{name}: no file at {path}")
+        self.settings = settings
+        self.audience = audience
+        self.jwks = jwks or Jwks.from_settings(settings)
+        ns = settings.namespace
+        self.writers = frozenset(subject(ns, sa) for sa in callers.writes) | settings.extra_callers
+        self.readers = frozenset(subject(ns, sa) for sa in callers.reads) | settings.extra_callers
+
+    def verify(
+        self, authorization_header: str | None, *, write: bool, now: float | None = None
+    ) -> str:
+        """The caller's subject (system:serviceaccount:<ns>:<name>); raises AuthError."""
+        if not authorization_header or not authorization_header.strip():
+            raise AuthError(401, "no bearer token", error=None)
+        scheme, _, token = authorization_header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError(401, "the Authorization header is not 'Bearer <token>'")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError(401, "malformed token") from None
+        key = self.jwks.key(header.get("kid"))
+        if key is None:
+            raise AuthError(401, "token not signed by a key of this cluster")
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                # the cluster's key says the algorithm (RS256/ES256), never the token's header
+                algorithms=[key.algorithm_name],
+                audience=self.audience,
+                issuer=self.settings.issuer,
+                # exp/nbf below, against `now`; iat says nothing a verifier needs
+                options={
+                    "require": ["exp", "iss", "aud", "sub"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.InvalidAudienceError:
+            raise AuthError(401, f"token not meant for {self.audience}") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError(401, "token from another issuer") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError(401, "bad signature") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(401, f"invalid token: {exc}") from None
+        t = time.time() if now is None else now
+        leeway = self.settings.leeway
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        if not isinstance(exp, int | float) or t > exp + leeway:
+            raise AuthError(401, "token expired")
+        if nbf is not None and (not isinstance(nbf, int | float) or t < nbf - leeway):
+            raise AuthError(401, "token not valid yet")
+        sub = claims.get("sub")
+        if not isinstance(sub, str):
+            raise AuthError(401, "token without subject")
+        if sub not in (self.writers if write else self.readers):
+            raise AuthError(
+                403, f"{sub} may not {'write to' if write else 'read from'} {self.audience}"
+            )
+        return sub
+
+
+def verifier_for(
+    role_name: str, service: str, settings: AuthSettings, *, jwks: Jwks | None = None
+) -> Verifier | None:
+    """The role's verifier, or None when verification is off or the role is public."""
+    if not settings.enabled or role_name not in CALLERS:
+        return None
+    return Verifier(settings, service, CALLERS[role_name], jwks=jwks)
+
+
+class TokenSource:
+    """This role's outbound tokens: one file per audience under token_dir, projected and
+    rotated by the kubelet (re-read whenever the file changes). token_dir None: off."""
+
+    def __init__(self, token_dir: str | os.PathLike[str] | None) -> None:
+        self.token_dir = Path(token_dir) if token_dir is not None else None
+        self._cache: dict[str, tuple[tuple[int, int, int], str]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings) -> TokenSource:
+        return cls(settings.token_dir if settings.enabled else None)
+
+    def headers_for(self, audience: str) -> dict[str, str]:
+        if self.token_dir is None:
+            return {}
+        rel = PurePosixPath(audience)
+        # Eventing's audiences contain slashes (eventing.knative.dev/broker/<ns>/<name>)
+        if not audience or rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"not an audience: {audience!r}")
+        path = self.token_dir / rel
+        try:
+            st = path.stat()  # follows the kubelet's ..data symlink swap
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            with self._lock:
+                cached = self._cache.get(audience)
+                if cached is None or cached[0] != stamp:
+                    cached = (stamp, path.read_text(encoding="utf-8").strip())
+                    self._cache[audience] = cached
+        except OSError:
+            raise FileNotFoundError(
+                f"no token for audience {audience} at {path}: is it in the projected volume?"
+            ) from None
+        return {"Authorization": f"Bearer {cached[1]}"}
