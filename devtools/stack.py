@@ -74,6 +74,7 @@ class Stack:
         ports: dict[str, int] | None = None,
         database_urls: dict[str, str] | None = None,
         extra_env: dict[str, str] | None = None,
+        role_env: dict[str, dict[str, str]] | None = None,
         log_dir: Path | None = None,
         supervise: bool = True,
     ) -> None:
@@ -86,6 +87,7 @@ class Stack:
         }
         self.database_urls.update(database_urls or {})
         self.extra_env = extra_env or {}
+        self.role_env = role_env or {}  # on top of extra_env, for one role (its own token)
         self.log_dir = log_dir
         self.supervise = supervise
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -112,6 +114,7 @@ class Stack:
             "CQRS_ROLE": role,
             **wiring(ROLES_BY_NAME[role], self.url, self.database_urls.get(role)),
             **self.extra_env,
+            **self.role_env.get(role, {}),
         }
         if self._lifeline is not None:
             env[LIFELINE_ENV] = str(self._lifeline[0])

@@ -15,6 +15,7 @@ import pytest
 from test_cluster_manifests import NAMESPACE, OVERLAYS, ROOT, build, container, env, ksvcs
 
 from cqrs_common import auth
+from cqrs_common.config import DEFAULT_TOKEN_DIR
 from cqrs_common.roles import ROLES, ROLES_BY_NAME
 
 BROKER_AUDIENCE = f"eventing.knative.dev/broker/{NAMESPACE}/default"
@@ -34,10 +35,10 @@ def accounts(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def token_sources(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The projected ServiceAccount tokens mounted at auth.DEFAULT_TOKEN_DIR, by audience."""
+    """The projected ServiceAccount tokens mounted at DEFAULT_TOKEN_DIR, by audience."""
     containers = pod["containers"]
     mounts = [m for c in containers for m in c.get("volumeMounts", [])]
-    names = {m["name"] for m in mounts if m["mountPath"] == auth.DEFAULT_TOKEN_DIR}
+    names = {m["name"] for m in mounts if m["mountPath"] == DEFAULT_TOKEN_DIR}
     assert all(m.get("readOnly") for m in mounts if m["name"] in names)
     sources = [
         s["serviceAccountToken"]
@@ -136,9 +137,7 @@ def test_the_outbox_relay_cronjob_sends_its_own_token() -> None:
     order_db = ROLES_BY_NAME["order-db"].service
     assert set(token_sources(pod)) == {order_db}
     (c,) = pod["containers"]
-    assert c["args"][c["args"].index("--variable") + 1] == (
-        f"token@{auth.DEFAULT_TOKEN_DIR}/{order_db}"
-    )
+    assert c["args"][c["args"].index("--variable") + 1] == (f"token@{DEFAULT_TOKEN_DIR}/{order_db}")
     # only --expand-header substitutes {{token}}; --header would send it literally
     assert c["args"][c["args"].index("--expand-header") + 1] == (
         "Authorization: Bearer {{token:trim}}"

@@ -27,15 +27,21 @@ OTHERS = [
     ("validate-tekton", "github.com/tektoncd/triggers", "config"),
     ("validate-istio", "istio.io/api", "kubernetes"),
     ("validate-cnpg", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases"),
+    # the PodMonitor of knative/monitoring, where the Prometheus operator is installed
+    (
+        "crds",
+        "github.com/prometheus-operator/prometheus-operator",
+        "example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml",
+    ),
 ]
 
 
 def crds(sources: list[tuple[str, str, str]], into: Path) -> Path:
-    """The CustomResourceDefinitions in those folders, gathered into one file."""
+    """The CustomResourceDefinitions in those folders (or files), gathered into one file."""
     found = []
     for pin, module, folder in sources:
         root = gobuild.module_dir(TOOLS / pin, module) / folder
-        for path in sorted(root.glob("*.yaml")):
+        for path in sorted(root.glob("*.yaml")) if root.is_dir() else [root]:
             docs = yaml.safe_load_all(path.read_text(encoding="utf-8"))
             found += [d for d in docs if d and d.get("kind") == "CustomResourceDefinition"]
     assert found, f"no CRDs in {sources}"

@@ -19,7 +19,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from cqrs_common import auth
+from cqrs_common import auth, tokens
 from cqrs_common.roles import ROLES, ROLES_BY_NAME
 from tests.upstream.controlplane import SERVICE_ACCOUNT_ISSUER, ControlPlane
 
@@ -322,7 +322,7 @@ def test_settings_fail_fast_naming_the_variable(tmp_path: Path) -> None:
         {"CQRS_AUTH": "jwt", "CQRS_AUTH_ISSUER": "https://x"},
         namespace_file=str(tmp_path / "missing"),
     )
-    assert sender.enabled and auth.TokenSource.from_settings(sender).token_dir is not None
+    assert sender.enabled and tokens.TokenSource.from_settings(sender).token_dir is not None
     # ... a receiver does
     with pytest.raises(auth.ConfigError, match="CQRS_AUTH_NAMESPACE"):
         auth.Verifier(sender, "cqrs-order-db", auth.CALLERS["order-db"])
@@ -348,8 +348,8 @@ def test_extra_callers_are_admitted(cp: ControlPlane, settings: auth.AuthSetting
 
 
 def test_token_source_rereads_a_rotated_file(tmp_path: Path) -> None:
-    assert auth.TokenSource.from_settings(auth.AuthSettings()).headers_for("cqrs-order-db") == {}
-    source = auth.TokenSource(tmp_path)
+    assert tokens.TokenSource.from_settings(auth.AuthSettings()).headers_for("cqrs-order-db") == {}
+    source = tokens.TokenSource(tmp_path)
     path = tmp_path / "cqrs-order-db"
     path.write_text("first\n")
     assert source.headers_for("cqrs-order-db") == {"Authorization": "Bearer first"}

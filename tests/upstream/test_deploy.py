@@ -218,3 +218,27 @@ def test_the_server_refuses_a_broken_document(
         "apply", "--dry-run=server", "-f", "-", input=json.dumps(doc), check=False
     )
     assert refused.returncode != 0, f"the API server took {what}"
+
+
+def test_the_monitoring_kustomization_is_accepted_with_the_prometheus_operators_crd(
+    serving: ControlPlane,
+) -> None:
+    """knative/monitoring (PodMonitor, dashboard ConfigMap) for a cluster with the Prometheus
+    operator: the API server checks it against the operator's own CRD."""
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "knative" / "monitoring")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(built) if d]
+    assert {d["kind"] for d in docs} >= {"PodMonitor", "ConfigMap"}
+    serving.kubectl("create", "namespace", "monitoring-check", check=False)
+    for doc in docs:
+        doc["metadata"]["namespace"] = "monitoring-check"
+        ok = serving.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(doc))
+        assert ok.returncode == 0
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    monitor["spec"]["podMetricsEndpoints"][0]["scheme"] = "gopher"  # not http or https
+    refused = serving.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=json.dumps(monitor), check=False
+    )
+    assert refused.returncode != 0, "the API server took a PodMonitor with a bad scheme"

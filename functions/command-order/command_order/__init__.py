@@ -59,7 +59,7 @@ def place_order(command: PlaceOrder, order_id: str, publish: Publish) -> Order:
 def create_app(settings: Settings | None = None, *, client: Client | None = None) -> Flask:
     settings = settings or Settings.from_env(COMMAND_ORDER.name)
     # One try: the dispatcher retries (the same order id), so retrying here too would multiply.
-    publish = Publisher(settings.sink, (client or Client(settings.http_timeout)).with_retries(0))
+    publish = Publisher(settings.sink, (client or Client.for_role(settings)).with_retries(0))
     app = create_base_app(settings, __name__)
 
     @app.post("/orders")

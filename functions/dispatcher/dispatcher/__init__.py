@@ -91,7 +91,7 @@ def legacy_totals(stats: Mapping[str, Any]) -> str:
 
 def create_app(settings: Settings | None = None, *, gateway: Gateway | None = None) -> Flask:
     settings = settings or Settings.from_env(DISPATCHER.name)
-    gateway = gateway or Gateway(settings, Client(settings.http_timeout))
+    gateway = gateway or Gateway(settings, Client.for_role(settings))
     app = create_base_app(settings, __name__)
     app.extensions["dispatcher"] = gateway  # the page (dispatcher.page) reads the totals there
     app.register_blueprint(page)

@@ -58,7 +58,7 @@ def create_app(
     store = store or OrderStore(Database(settings.database_url, SCHEMA))
     # The outbox is the retry loop, with its own backoff; HTTP-level retries inside it would
     # multiply with the receiver's own retries (and Retry-After sleeps) while it is away.
-    client = (client or Client(settings.http_timeout)).with_retries(0)
+    client = (client or Client.for_role(settings)).with_retries(0)
     publish = publish or Publisher(settings.sink, client)
     relay = OutboxRelay(
         store, publish,

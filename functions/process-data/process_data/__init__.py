@@ -62,7 +62,7 @@ def replay(client: Client, order_db_url: str, publish: Publish) -> dict[str, int
 
 def create_app(settings: Settings | None = None, *, client: Client | None = None) -> Flask:
     settings = settings or Settings.from_env(PROCESS_DATA.name)
-    client = client or Client(settings.http_timeout)
+    client = client or Client.for_role(settings)
     # Live deltas get one try: the outbox relay (or the broker) that delivered the event retries
     # it. A replay is an operator's long job with no one to retry each step: it retries itself.
     publish = Publisher(settings.sink, client.with_retries(0))

@@ -32,7 +32,7 @@ def _pipeline(client: Client, order_db: str, counted: int) -> dict[str, int] | N
 def create_app(settings: Settings | None = None, *, client: Client | None = None) -> Flask:
     settings = settings or Settings.from_env(QUERY_ORDER.name)
     # One try: the dispatcher retries its query, so retrying here too would multiply.
-    client = (client or Client(settings.http_timeout)).with_retries(0)
+    client = (client or Client.for_role(settings)).with_retries(0)
     stats_db = settings.url_of(STATS_ORDER_DB)
     app = create_base_app(settings, __name__)
 

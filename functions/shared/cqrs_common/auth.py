@@ -14,33 +14,30 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 
 # JOSE verification (algorithm confusion, "alg": "none", key parsing, constant-time
 # signature checks) is exactly what not to write by hand: PyJWT with cryptography.
 import jwt
 
+from cqrs_common.config import AuthSettings, ConfigError
+from cqrs_common.roles import OPERATOR, OUTBOX_RELAY, ROLES
+
+__all__ = ["OPERATOR", "OUTBOX_RELAY", "AuthError", "AuthSettings", "Callers", "Jwks",
+           "JwksError", "Verifier", "verifier_for"]  # fmt: skip
+
 REALM = "cqrs"
-DEFAULT_JWKS_URL = "https://kubernetes.default.svc/openid/v1/jwks"
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-DEFAULT_TOKEN_DIR = "/var/run/secrets/cqrs/tokens"
-DEFAULT_LEEWAY = 10.0
 # Probes (kubelet through queue-proxy, Knative's activator at /healthz) and the metrics
 # scrape carry no token and change nothing.
 UNVERIFIED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 READ_METHODS = frozenset({"GET", "HEAD"})
-
-_SUBJECT = re.compile(
-    r"^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
-)
 
 
 @dataclass(frozen=True)
@@ -51,32 +48,14 @@ class Callers:
     reads: frozenset[str] = frozenset()
 
 
-# ---------------------------------------------------------------------------------------
-# CALLERS: who may call whom, by role name, principals by ServiceAccount name (a role's
-# ServiceAccount is named like its Knative Service). The topology of docs/contract.md;
-# to move into cqrs_common.roles. Eventing's OIDC identities (Trigger and PingSource
-# deliveries) are per overlay and come from CQRS_AUTH_EXTRA_CALLERS.
-# The dispatcher is public: it has no entry and is never verified.
-OPERATOR = "cqrs-operator"  # a person: kubectl create token cqrs-operator --audience <service>
-OUTBOX_RELAY = "cqrs-outbox-relay"  # the direct overlay's CronJob
+# Who may call whom: cqrs_common.roles (Role.writers, Role.readers), by ServiceAccount name.
+# Eventing's OIDC identities (Trigger and PingSource deliveries) are per overlay and come
+# from CQRS_AUTH_EXTRA_CALLERS. The dispatcher is public: it has no entry, nothing is verified.
 CALLERS: Mapping[str, Callers] = {
-    "command-order": Callers(writes=frozenset({"cqrs-dispatcher"})),
-    "order-db": Callers(
-        writes=frozenset({"cqrs-command-order", OUTBOX_RELAY, OPERATOR}),
-        # process-data's replay pages through GET /orders
-        reads=frozenset({"cqrs-process-data", OPERATOR}),
-    ),
-    "process-data": Callers(
-        # order-db's outbox relay delivers order.recorded; the operator's POST /replay
-        writes=frozenset({"cqrs-order-db", OPERATOR}),
-    ),
-    "stats-order-db": Callers(
-        writes=frozenset({"cqrs-process-data"}),
-        reads=frozenset({"cqrs-query-order", OPERATOR}),
-    ),
-    "query-order": Callers(reads=frozenset({"cqrs-dispatcher"})),
+    role.name: Callers(frozenset(role.writers), frozenset(role.readers))
+    for role in ROLES
+    if not role.public
 }
-# ---------------------------------------------------------------------------------------
 
 
 def is_write(method: str) -> bool:
@@ -107,78 +86,6 @@ class AuthError(Exception):
 
 class JwksError(Exception):
     """The key set could not be read: the receiver's problem, not the caller's (answer 503)."""
-
-
-class ConfigError(ValueError):
-    """A missing or malformed CQRS_AUTH_* setting; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    mode: str = "off"  # "off" | "jwt"
-    issuer: str = ""
-    jwks_url: str = DEFAULT_JWKS_URL
-    ca_file: str = f"{SA_DIR}/ca.crt"
-    api_token_file: str = f"{SA_DIR}/token"
-    token_dir: str = DEFAULT_TOKEN_DIR
-    namespace: str = ""
-    extra_callers: frozenset[str] = field(default_factory=frozenset)
-    leeway: float = DEFAULT_LEEWAY
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode == "jwt"
-
-    @classmethod
-    def from_env(
-        cls, env: Mapping[str, str], *, namespace_file: str = f"{SA_DIR}/namespace"
-    ) -> AuthSettings:
-        mode = env.get("CQRS_AUTH", "off").strip().lower() or "off"
-        if mode not in {"off", "jwt"}:
-            raise ConfigError(f"CQRS_AUTH must be 'off' or 'jwt', not {mode!r}")
-        extra = frozenset(
-            s.strip() for s in env.get("CQRS_AUTH_EXTRA_CALLERS", "").split(",") if s.strip()
-        )
-        for s in sorted(extra):
-            if not _SUBJECT.match(s):
-                raise ConfigError(
-                    f"CQRS_AUTH_EXTRA_CALLERS: {s!r} is not "
-                    "system:serviceaccount:<namespace>:<name>"
-                )
-        try:
-            leeway = float(env.get("CQRS_AUTH_LEEWAY", DEFAULT_LEEWAY))
-        except ValueError:
-            raise ConfigError("CQRS_AUTH_LEEWAY must be a number of seconds") from None
-        if not 0 <= leeway <= 300:
-            raise ConfigError("CQRS_AUTH_LEEWAY must be between 0 and 300 seconds")
-        settings = cls(
-            mode=mode,
-            issuer=env.get("CQRS_AUTH_ISSUER", "").strip(),
-            jwks_url=env.get("CQRS_AUTH_JWKS_URL", DEFAULT_JWKS_URL).strip(),
-            ca_file=env.get("CQRS_AUTH_CA_FILE", f"{SA_DIR}/ca.crt"),
-            api_token_file=env.get("CQRS_AUTH_API_TOKEN_FILE", f"{SA_DIR}/token"),
-            token_dir=env.get("CQRS_AUTH_TOKEN_DIR", DEFAULT_TOKEN_DIR),
-            namespace=env.get("CQRS_AUTH_NAMESPACE", "").strip(),
-            extra_callers=extra,
-            leeway=leeway,
-        )
-        if not settings.enabled:
-            return settings
-        if not settings.issuer:
-            raise ConfigError(
-                "CQRS_AUTH_ISSUER is required when CQRS_AUTH=jwt "
-                "(kubectl get --raw /.well-known/openid-configuration)"
-            )
-        if not settings.jwks_url.startswith("https://"):
-            raise ConfigError("CQRS_AUTH_JWKS_URL must be an https:// URL")
-        if not settings.namespace:
-            # only receivers need it (Verifier checks); a sender-only pod may mount no token
-            try:
-                namespace = Path(namespace_file).read_text(encoding="utf-8").strip()
-                settings = replace(settings, namespace=namespace)
-            except OSError:
-                pass
-        return settings
 
 
 class Jwks:
@@ -351,39 +258,3 @@ def verifier_for(
     if not settings.enabled or role_name not in CALLERS:
         return None
     return Verifier(settings, service, CALLERS[role_name], jwks=jwks)
-
-
-class TokenSource:
-    """This role's outbound tokens: one file per audience under token_dir, projected and
-    rotated by the kubelet (re-read whenever the file changes). token_dir None: off."""
-
-    def __init__(self, token_dir: str | os.PathLike[str] | None) -> None:
-        self.token_dir = Path(token_dir) if token_dir is not None else None
-        self._cache: dict[str, tuple[tuple[int, int, int], str]] = {}
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: AuthSettings) -> TokenSource:
-        return cls(settings.token_dir if settings.enabled else None)
-
-    def headers_for(self, audience: str) -> dict[str, str]:
-        if self.token_dir is None:
-            return {}
-        rel = PurePosixPath(audience)
-        # Eventing's audiences contain slashes (eventing.knative.dev/broker/<ns>/<name>)
-        if not audience or rel.is_absolute() or ".." in rel.parts:
-            raise ValueError(f"not an audience: {audience!r}")
-        path = self.token_dir / rel
-        try:
-            st = path.stat()  # follows the kubelet's ..data symlink swap
-            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
-            with self._lock:
-                cached = self._cache.get(audience)
-                if cached is None or cached[0] != stamp:
-                    cached = (stamp, path.read_text(encoding="utf-8").strip())
-                    self._cache[audience] = cached
-        except OSError:
-            raise FileNotFoundError(
-                f"no token for audience {audience} at {path}: is it in the projected volume?"
-            ) from None
-        return {"Authorization": f"Bearer {cached[1]}"}

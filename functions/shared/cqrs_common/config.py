@@ -9,14 +9,95 @@ pod call itself, and a default SQLite file would keep orders in a container's th
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from cqrs_common.roles import ROLES_BY_NAME, Role
 
 
 class ConfigError(RuntimeError):
-    """A setting the role cannot start without is missing or malformed."""
+    """A setting the role cannot start without is missing or malformed; the message names it."""
+
+
+# Where Kubernetes mounts a pod's own ServiceAccount token, CA and namespace.
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+DEFAULT_JWKS_URL = "https://kubernetes.default.svc/openid/v1/jwks"
+# Where the manifests project this role's outbound tokens, one file per audience.
+DEFAULT_TOKEN_DIR = "/var/run/secrets/cqrs/tokens"
+DEFAULT_LEEWAY = 10.0
+_SUBJECT = re.compile(
+    r"^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+)
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    mode: str = "off"  # "off" | "jwt"
+    issuer: str = ""
+    jwks_url: str = DEFAULT_JWKS_URL
+    ca_file: str = f"{SA_DIR}/ca.crt"
+    api_token_file: str = f"{SA_DIR}/token"
+    token_dir: str = DEFAULT_TOKEN_DIR
+    namespace: str = ""
+    extra_callers: frozenset[str] = field(default_factory=frozenset)
+    leeway: float = DEFAULT_LEEWAY
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "jwt"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], *, namespace_file: str = f"{SA_DIR}/namespace"
+    ) -> AuthSettings:
+        mode = env.get("CQRS_AUTH", "off").strip().lower() or "off"
+        if mode not in {"off", "jwt"}:
+            raise ConfigError(f"CQRS_AUTH must be 'off' or 'jwt', not {mode!r}")
+        extra = frozenset(
+            s.strip() for s in env.get("CQRS_AUTH_EXTRA_CALLERS", "").split(",") if s.strip()
+        )
+        for s in sorted(extra):
+            if not _SUBJECT.match(s):
+                raise ConfigError(
+                    f"CQRS_AUTH_EXTRA_CALLERS: {s!r} is not "
+                    "system:serviceaccount:<namespace>:<name>"
+                )
+        try:
+            leeway = float(env.get("CQRS_AUTH_LEEWAY", DEFAULT_LEEWAY))
+        except ValueError:
+            raise ConfigError("CQRS_AUTH_LEEWAY must be a number of seconds") from None
+        if not 0 <= leeway <= 300:
+            raise ConfigError("CQRS_AUTH_LEEWAY must be between 0 and 300 seconds")
+        settings = cls(
+            mode=mode,
+            issuer=env.get("CQRS_AUTH_ISSUER", "").strip(),
+            jwks_url=env.get("CQRS_AUTH_JWKS_URL", DEFAULT_JWKS_URL).strip(),
+            ca_file=env.get("CQRS_AUTH_CA_FILE", f"{SA_DIR}/ca.crt"),
+            api_token_file=env.get("CQRS_AUTH_API_TOKEN_FILE", f"{SA_DIR}/token"),
+            token_dir=env.get("CQRS_AUTH_TOKEN_DIR", DEFAULT_TOKEN_DIR),
+            namespace=env.get("CQRS_AUTH_NAMESPACE", "").strip(),
+            extra_callers=extra,
+            leeway=leeway,
+        )
+        if not settings.enabled:
+            return settings
+        if not settings.issuer:
+            raise ConfigError(
+                "CQRS_AUTH_ISSUER is required when CQRS_AUTH=jwt "
+                "(kubectl get --raw /.well-known/openid-configuration)"
+            )
+        if not settings.jwks_url.startswith("https://"):
+            raise ConfigError("CQRS_AUTH_JWKS_URL must be an https:// URL")
+        if not settings.namespace:
+            # only receivers need it (Verifier checks); a sender-only pod may mount no token
+            try:
+                namespace = Path(namespace_file).read_text(encoding="utf-8").strip()
+                settings = replace(settings, namespace=namespace)
+            except OSError:
+                pass
+        return settings
 
 
 def _required(env: Mapping[str, str], name: str, why: str) -> str:
@@ -54,6 +135,11 @@ class Settings:
     relay_max_delay: float = 60.0
     relay_poll_interval: float = 5.0
     relay_enabled: bool = True
+    # Calls between roles: tokens checked (cqrs_common.auth) and sent (cqrs_common.tokens);
+    # off under make run, where loopback is the boundary.
+    auth: AuthSettings = field(default_factory=lambda: AuthSettings())
+    # The audience of K_SINK's token when it is not the next role's service (a Broker's).
+    sink_audience: str | None = None
 
     def url_of(self, role: Role) -> str:
         return self.peers[role.name]
@@ -91,4 +177,6 @@ class Settings:
             relay_max_delay=_number(env, "RELAY_MAX_DELAY", 60.0),
             relay_poll_interval=_number(env, "RELAY_POLL_INTERVAL", 5.0),
             relay_enabled=env.get("RELAY_ENABLED", "1").lower() not in ("0", "false", "no"),
+            auth=AuthSettings.from_env(env),
+            sink_audience=env.get("K_SINK_AUDIENCE", "").strip() or None,
         )

@@ -20,6 +20,11 @@ class Role:
     peers: tuple[str, ...] = ()
     # The file stem of its SQLite store under `make run`, if it keeps one.
     store: str | None = None
+    # Who may call it, by ServiceAccount (a role's is named like its Knative Service):
+    # writers may change its state (any method but GET and HEAD), readers may read it.
+    writers: tuple[str, ...] = ()
+    readers: tuple[str, ...] = ()
+    public: bool = False  # reached from outside: nothing is verified
 
     @property
     def service(self) -> str:
@@ -32,14 +37,51 @@ class Role:
         return self.name.replace("-", "_")
 
 
-DISPATCHER = Role("dispatcher", 8080, peers=("command-order", "query-order"))
-COMMAND_ORDER = Role("command-order", 8081, url_env="COMMAND_ORDER_URL", sink="order-db")
-ORDER_DB = Role("order-db", 8082, url_env="ORDER_DB_URL", sink="process-data", store="orders")
-PROCESS_DATA = Role("process-data", 8083, sink="stats-order-db", peers=("order-db",))
-QUERY_ORDER = Role(
-    "query-order", 8084, url_env="QUERY_ORDER_URL", peers=("stats-order-db", "order-db")
+# Principals that are not roles: a person (kubectl create token cqrs-operator --audience
+# <service>), and the direct overlay's CronJob that wakes the outbox relay.
+OPERATOR = SERVICE_PREFIX + "operator"
+OUTBOX_RELAY = SERVICE_PREFIX + "outbox-relay"
+
+DISPATCHER = Role("dispatcher", 8080, peers=("command-order", "query-order"), public=True)
+COMMAND_ORDER = Role(
+    "command-order",
+    8081,
+    url_env="COMMAND_ORDER_URL",
+    sink="order-db",
+    writers=("cqrs-dispatcher",),
 )
-STATS_ORDER_DB = Role("stats-order-db", 8085, url_env="STATS_DB_URL", store="stats")
+ORDER_DB = Role(
+    "order-db",
+    8082,
+    url_env="ORDER_DB_URL",
+    sink="process-data",
+    store="orders",
+    writers=("cqrs-command-order", OUTBOX_RELAY, OPERATOR),
+    # process-data's replay pages through GET /orders; query-order reads GET /position
+    readers=("cqrs-process-data", "cqrs-query-order", OPERATOR),
+)
+PROCESS_DATA = Role(
+    "process-data",
+    8083,
+    sink="stats-order-db",
+    peers=("order-db",),
+    writers=("cqrs-order-db", OPERATOR),  # the relay's order.recorded; POST /replay
+)
+QUERY_ORDER = Role(
+    "query-order",
+    8084,
+    url_env="QUERY_ORDER_URL",
+    peers=("stats-order-db", "order-db"),
+    readers=("cqrs-dispatcher",),
+)
+STATS_ORDER_DB = Role(
+    "stats-order-db",
+    8085,
+    url_env="STATS_DB_URL",
+    store="stats",
+    writers=("cqrs-process-data",),
+    readers=("cqrs-query-order", OPERATOR),
+)
 
 ROLES: tuple[Role, ...] = (
     DISPATCHER,

@@ -23,6 +23,7 @@ from cqrs_common.db import StoreUnavailableError
 from cqrs_common.deadline import Deadline
 from cqrs_common.domain import ConflictError, ValidationError, reason_sentence
 from cqrs_common.limits import MAX_BODY_BYTES, PROBLEM_JSON
+from cqrs_common.roles import ROLES_BY_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ CONFLICT_PROBLEM = "urn:cqrs:problem:conflict"
 BAD_EVENT_PROBLEM = "urn:cqrs:problem:bad-event"
 UNAVAILABLE_PROBLEM = "urn:cqrs:problem:unavailable"
 DEADLINE_PROBLEM = "urn:cqrs:problem:deadline"
+AUTH_PROBLEM = "urn:cqrs:problem:caller"
 PROBES = ("/healthz", "/readyz")
 QUIET = (*PROBES, metrics.METRICS_PATH)
 JSON_TYPES = ("application/json", PROBLEM_JSON)
@@ -106,6 +108,7 @@ def create_base_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["SETTINGS"] = settings
     _add_request_hooks(app, settings)
+    _add_caller_check(app, settings)
     _add_probes(app, ready)
     _add_error_handlers(app)
     _add_telemetry(app, settings)
@@ -151,6 +154,37 @@ def _add_request_hooks(app: Flask, settings: Settings) -> None:
         }  # fmt: skip
         access.info("%s %s %s", request.method, request.path, response.status_code, extra=fields)
         return response
+
+
+def _add_caller_check(app: Flask, settings: Settings) -> None:
+    """With CQRS_AUTH=jwt, every request but probes and scrapes carries a token of a caller the
+    topology allows (cqrs_common.auth); anything else is a 401 or 403 and changes nothing."""
+    if not settings.auth.enabled:
+        return
+    from cqrs_common import auth  # PyJWT and cryptography: only where tokens are checked
+
+    verifier = auth.verifier_for(settings.role, ROLES_BY_NAME[settings.role].service, settings.auth)
+    if verifier is None:
+        return  # a public role
+
+    @app.before_request
+    def _check_caller() -> Response | None:
+        if request.path in auth.UNVERIFIED_PATHS:
+            return None
+        try:
+            g.caller = verifier.verify(
+                request.headers.get("Authorization"), write=auth.is_write(request.method)
+            )
+        except auth.AuthError as exc:
+            logger.warning("refused caller: %s", exc.detail)
+            title = "Unauthorized" if exc.status == 401 else "Forbidden"
+            challenge = {"WWW-Authenticate": exc.www_authenticate} if exc.www_authenticate else {}
+            return problem(exc.status, title, exc.detail, type_=AUTH_PROBLEM, headers=challenge)
+        except auth.JwksError as exc:
+            logger.warning("cannot check callers: %s", exc)
+            return problem(503, "Service Unavailable", "cannot check the caller's token now",
+                           type_=UNAVAILABLE_PROBLEM, headers={"Retry-After": "1"})  # fmt: skip
+        return None
 
 
 def _secure_headers(response: Response) -> None:
