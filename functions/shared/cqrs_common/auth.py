@@ -20,8 +20,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
+from typing import Any
 
 # JOSE verification (algorithm confusion, "alg": "none", key parsing, constant-time
 # signature checks) is exactly what not to write by hand: PyJWT with cryptography.
@@ -38,6 +39,8 @@ REALM = "cqrs"
 # scrape carry no token and change nothing.
 UNVERIFIED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 READ_METHODS = frozenset({"GET", "HEAD"})
+# Tokens whose signature was checked, kept so the next request with one costs no RSA/ECDSA.
+VERIFIED_CACHE = 1024
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class JwksError(Exception):
     """The key set could not be read: the receiver's problem, not the caller's (answer 503)."""
 
 
+@dataclass
 class Jwks:
     """The cluster's signing keys, fetched over https and cached by key id.
 
@@ -99,25 +103,16 @@ class Jwks:
     every `min_refetch` seconds so a flood of forged kids cannot hammer the API server.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        ca_file: str | None,
-        token_file: str | None,
-        min_refetch: float = 10.0,
-        max_age: float = 3600.0,
-        timeout: float = 5.0,
-    ) -> None:
-        self.url = url
-        self.ca_file = ca_file
-        self.token_file = token_file
-        self.min_refetch = min_refetch
-        self.max_age = max_age
-        self.timeout = timeout
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
-        self._lock = threading.Lock()
+    url: str
+    _: KW_ONLY
+    ca_file: str | None
+    token_file: str | None
+    min_refetch: float = 10.0  # seconds between two fetches for an unknown kid, at least
+    max_age: float = 3600.0  # a key set older than this is read again
+    timeout: float = 5.0
+    _keys: dict[str, jwt.PyJWK] = field(default_factory=dict, init=False, repr=False)
+    _fetched_at: float | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> Jwks:
@@ -192,17 +187,31 @@ class Verifier:
         ns = settings.namespace
         self.writers = frozenset(subject(ns, sa) for sa in callers.writes) | settings.extra_callers
         self.readers = frozenset(subject(ns, sa) for sa in callers.reads) | settings.extra_callers
+        self._verified: dict[str, dict[str, Any]] = {}
 
     def verify(
         self, authorization_header: str | None, *, write: bool, now: float | None = None
     ) -> str:
         """The caller's subject (system:serviceaccount:<ns>:<name>); raises AuthError."""
-        if not authorization_header or not authorization_header.strip():
-            raise AuthError(401, "no bearer token", error=None)
-        scheme, _, token = authorization_header.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise AuthError(401, "the Authorization header is not 'Bearer <token>'")
+        claims = self._claims(_bearer_token(authorization_header))
+        self._check_time(claims, time.time() if now is None else now)
+        sub = claims.get("sub")
+        if not isinstance(sub, str):
+            raise AuthError(401, "token without subject")
+        if sub not in (self.writers if write else self.readers):
+            raise AuthError(
+                403, f"{sub} may not {'write to' if write else 'read from'} {self.audience}"
+            )
+        return sub
+
+    def _claims(self, token: str) -> dict[str, Any]:
+        """The claims of a token signed by the cluster for this audience and issuer. A token
+        checked once is not checked again (a caller sends the same one for up to an hour):
+        its signature cannot change, its expiry is checked on every request. (A key the cluster
+        drops stays trusted for the tokens it already signed: an hour at most.)"""
+        known = self._verified.get(token)
+        if known is not None:
+            return known
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -218,37 +227,44 @@ class Verifier:
                 algorithms=[key.algorithm_name],
                 audience=self.audience,
                 issuer=self.settings.issuer,
-                # exp/nbf below, against `now`; iat says nothing a verifier needs
-                options={
-                    "require": ["exp", "iss", "aud", "sub"],
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                },
-            )
-        except jwt.InvalidAudienceError:
-            raise AuthError(401, f"token not meant for {self.audience}") from None
-        except jwt.InvalidIssuerError:
-            raise AuthError(401, "token from another issuer") from None
-        except jwt.InvalidSignatureError:
-            raise AuthError(401, "bad signature") from None
+                # exp/nbf in _check_time, against `now`; iat says nothing a verifier needs
+                options={"require": ["exp", "iss", "aud", "sub"], "verify_exp": False,
+                         "verify_nbf": False, "verify_iat": False},
+            )  # fmt: skip
         except jwt.PyJWTError as exc:
-            raise AuthError(401, f"invalid token: {exc}") from None
-        t = time.time() if now is None else now
+            raise AuthError(401, _decode_failure(exc, self.audience)) from None
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.clear()  # rare: tokens are renewed hourly, one per caller
+        self._verified[token] = claims
+        return claims
+
+    def _check_time(self, claims: Mapping[str, Any], now: float) -> None:
         leeway = self.settings.leeway
         exp, nbf = claims.get("exp"), claims.get("nbf")
-        if not isinstance(exp, int | float) or t > exp + leeway:
+        if not isinstance(exp, int | float) or now > exp + leeway:
             raise AuthError(401, "token expired")
-        if nbf is not None and (not isinstance(nbf, int | float) or t < nbf - leeway):
+        if nbf is not None and (not isinstance(nbf, int | float) or now < nbf - leeway):
             raise AuthError(401, "token not valid yet")
-        sub = claims.get("sub")
-        if not isinstance(sub, str):
-            raise AuthError(401, "token without subject")
-        if sub not in (self.writers if write else self.readers):
-            raise AuthError(
-                403, f"{sub} may not {'write to' if write else 'read from'} {self.audience}"
-            )
-        return sub
+
+
+def _bearer_token(authorization_header: str | None) -> str:
+    if not authorization_header or not authorization_header.strip():
+        raise AuthError(401, "no bearer token", error=None)
+    scheme, _, token = authorization_header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthError(401, "the Authorization header is not 'Bearer <token>'")
+    return token
+
+
+def _decode_failure(exc: jwt.PyJWTError, audience: str) -> str:
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return f"token not meant for {audience}"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "token from another issuer"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "bad signature"
+    return f"invalid token: {exc}"
 
 
 def verifier_for(

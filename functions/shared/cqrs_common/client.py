@@ -78,13 +78,7 @@ def current_deadline() -> Deadline | None:
 
 def forward_headers() -> dict[str, str]:
     """The trace headers of the request being served, if any, to put on an outbound call."""
-    try:
-        from flask import has_request_context, request
-    except ImportError:  # pragma: no cover - flask is always installed in the roles
-        return {}
-    if not has_request_context():
-        return {}
-    return {name: request.headers[name] for name in TRACE_HEADERS if name in request.headers}
+    return tracing.served_headers(TRACE_HEADERS)
 
 
 class ConnectionPool(BaseAdapter):

@@ -221,20 +221,39 @@ def instrument(app: Flask, role: str, threads: int | None = None) -> None:
 
     Call once per app, after its routes may exist or not (the hooks read the matched rule at
     request time). `threads` is the role's worker thread count, for the busy-workers ratio.
-    The /metrics view is marked `cqrs_public` so an authenticating layer can let it through.
     """
     _STORE.role = role
     STORE_ERRORS.labels(role)
-    in_flight = HTTP_IN_FLIGHT.labels(role)
     if threads is not None:
         WORKER_THREADS.labels(role).set(threads)
-    children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+    hooks = _RequestHooks(role)
+    # First of all before_request hooks: a hook that answers early (an expired deadline, a
+    # refused caller) stops the later ones, and its request must still be counted.
+    app.before_request_funcs.setdefault(None, []).insert(0, hooks.start)
+    app.after_request(hooks.observe)
+    app.teardown_request(hooks.finish)
+    app.add_url_rule(METRICS_PATH, "cqrs_metrics", _metrics_view, methods=["GET"])
 
-    def _start() -> None:
+
+def _metrics_view() -> Response:
+    body, content_type = exposition()
+    return Response(body, content_type=content_type)
+
+
+class _RequestHooks:
+    """One role's request metrics: in flight, and by route, method and status when done."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.in_flight = HTTP_IN_FLIGHT.labels(role)
+        # label lookups cost more than the observation: done once per (route, method, status)
+        self.children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def start(self) -> None:
         g.cqrs_metrics_started = time.perf_counter()
-        in_flight.inc()
+        self.in_flight.inc()
 
-    def _observe(response: Response) -> Response:
+    def observe(self, response: Response) -> Response:
         started = g.get("cqrs_metrics_started")
         if started is None:
             return response
@@ -242,31 +261,18 @@ def instrument(app: Flask, role: str, threads: int | None = None) -> None:
         route = rule.rule if rule is not None else UNMATCHED_ROUTE
         method = request.method if request.method in METHODS else "other"
         key = (route, method, response.status_code)
-        pair = children.get(key)
-        if pair is None:  # label lookups cost more than the observation: done once per key
+        pair = self.children.get(key)
+        if pair is None:
             pair = (
-                HTTP_REQUESTS.labels(role, route, method, str(response.status_code)),
-                HTTP_DURATION.labels(role, route, method),
+                HTTP_REQUESTS.labels(self.role, route, method, str(response.status_code)),
+                HTTP_DURATION.labels(self.role, route, method),
             )
-            children[key] = pair
+            self.children[key] = pair
         pair[0].inc()
         pair[1].observe(time.perf_counter() - started)
         return response
 
-    def _finish(exc: BaseException | None) -> None:
+    def finish(self, exc: BaseException | None) -> None:
         # teardown runs even when no response was made, so the gauge never drifts up
         if g.pop("cqrs_metrics_started", None) is not None:
-            in_flight.dec()
-
-    # First of all before_request hooks: a hook that answers early (an expired deadline)
-    # stops the later ones, and its request must still be counted.
-    app.before_request_funcs.setdefault(None, []).insert(0, _start)
-    app.after_request(_observe)
-    app.teardown_request(_finish)
-
-    def metrics_view() -> Response:
-        body, content_type = exposition()
-        return Response(body, content_type=content_type)
-
-    metrics_view.cqrs_public = True  # type: ignore[attr-defined]
-    app.add_url_rule(METRICS_PATH, "cqrs_metrics", metrics_view, methods=["GET"])
+            self.in_flight.dec()

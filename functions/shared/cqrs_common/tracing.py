@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -169,14 +169,19 @@ def event_trace_attributes() -> dict[str, str]:
     return _request_trace_headers()
 
 
-def _request_trace_headers() -> dict[str, str]:
+def served_headers(names: Iterable[str]) -> dict[str, str]:
+    """Those headers of the request being served, if one is (outside a request: none)."""
     try:
         from flask import has_request_context, request
     except ImportError:  # pragma: no cover - flask is always there in the roles
         return {}
     if not has_request_context():
         return {}
-    found = {name: request.headers[name] for name in TRACE_EXTENSIONS if name in request.headers}
+    return {name: request.headers[name] for name in names if name in request.headers}
+
+
+def _request_trace_headers() -> dict[str, str]:
+    found = served_headers(TRACE_EXTENSIONS)
     if "traceparent" not in found or not _TRACEPARENT.match(found["traceparent"]):
         return {}
     return found
