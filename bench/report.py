@@ -44,7 +44,7 @@ def _md(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _targets(backend: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
-    """(what, target, measured, met) for each target of issue 7."""
+    """(what, target, measured, met) for each target the project set itself (docs/benchmarks.md)."""
     top = backend["levels"][-1]
     first, last = backend["drains"][0], backend["drains"][-1]
     slowest = max(backend["cold_start_s"].items(), key=lambda kv: kv[1])

@@ -26,6 +26,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from cqrs_common.roles import ROLES_BY_NAME
+from devtools.stack import wiring
+from tests.support import NOWHERE
+
 pytestmark = pytest.mark.images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,8 +229,13 @@ def image(docker: dict[str, str], base_image: str) -> str:
 
 def test_image_runs_the_role_and_answers_healthz(docker: dict[str, str], image: str) -> None:
     port = free_port()
+    # The wiring a Knative Service gives the role (without it the role stops at start, naming
+    # what is missing); every other role at the discard port: /healthz needs none of them.
+    wired = wiring(ROLES_BY_NAME[ROLE], lambda _name: NOWHERE, "sqlite:////tmp/store.sqlite3")
+    wired["PORT"] = str(port)
     started = run(
-        ["docker", "run", "-d", "--network", "host", "-e", f"PORT={port}", image],
+        ["docker", "run", "-d", "--network", "host",
+         *(f"--env={k}={v}" for k, v in sorted(wired.items())), image],
         timeout=60, env=docker,
     )  # fmt: skip
     cid = started.stdout.strip()

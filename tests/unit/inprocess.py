@@ -106,8 +106,10 @@ def build(tmp_path: Path) -> Shop:
     others through a client whose transport is the Router."""
     apps: dict[str, Flask] = {}
     router = Router(apps)
-    orders = OrderStore(Database(f"sqlite:///{tmp_path}/orders.sqlite3", ORDERS_SCHEMA))
-    stats = StatsStore(Database(f"sqlite:///{tmp_path}/stats.sqlite3", STATS_SCHEMA))
+    orders = OrderStore(Database(f"sqlite:///{tmp_path}/{ORDER_DB.store}.sqlite3", ORDERS_SCHEMA))
+    stats = StatsStore(
+        Database(f"sqlite:///{tmp_path}/{STATS_ORDER_DB.store}.sqlite3", STATS_SCHEMA)
+    )
     stores = {ORDER_DB.name: orders, STATS_ORDER_DB.name: stats}
     for role in ROLES:
         env = {**wiring(role, host, "unused:" if role.store else None), "RELAY_ENABLED": "0"}
