@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,6 +93,23 @@ class AddColumn:
             tx.execute(f"ALTER TABLE {self.table} ADD COLUMN {self.column} {self.type}")
 
 
+# Every store of the process, so that a gunicorn master that loaded the app can close what
+# it opened before it forks (close_all): a child must never share a parent's connection.
+_DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close this thread's connections (and the SQLite writer) of every store in the process.
+
+    gunicorn_conf.pre_fork calls it in the master, which loads the app (preload_app) and may
+    have connected while doing so (stats-order-db creates its schema at start): SQLite's locks
+    and a PostgreSQL session belong to one process, and the worker opens its own on first use.
+    """
+    for database in list(_DATABASES):
+        with contextlib.suppress(Exception):  # a store that is down has nothing to close
+            database.close()
+
+
 class Database:
     """Connections, transactions and the schema of one store, named by a DATABASE_URL."""
 
@@ -115,6 +133,7 @@ class Database:
         self._write_lock = threading.Lock()  # one transaction body at a time on the writer
         self._commit_lock = threading.Lock()  # one COMMIT (fsync) at a time
         self._batch: _Batch | None = None
+        _DATABASES.add(self)
 
     # -- connections -------------------------------------------------------------------------
 
