@@ -28,6 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 # `make bench-report`, or BENCH_PUBLISH=1 make bench.
 WORKDIR = REPO / "var" / "bench"
 DOCS_REPORT = REPO / "docs" / "benchmarks.md"
+# The published run's numbers (what its targets table is made of): each run's report puts its
+# own beside them, so a change is judged against the last run anyone saw.
+PUBLISHED_RESULTS = DOCS_REPORT.with_suffix(".json")
+# What the targets are computed from; the rest of a run (batches, machine) stays in results.json.
+TARGET_KEYS = ("backend", "levels", "drains", "cold_start_s", "memory")
 
 
 @dataclass(frozen=True)
@@ -276,7 +281,24 @@ def publish(results: dict[str, Any], out: Path = DOCS_REPORT) -> None:
             " run make bench (without BENCH_QUICK) first"
         )
     report.write(results, out)
-    log(f"published {out} and {out.with_suffix('.png').name}")
+    out.with_suffix(".json").write_text(json.dumps(comparable(results), indent=2) + "\n")
+    log(f"published {out}, {out.with_suffix('.png').name} and {out.with_suffix('.json').name}")
+
+
+def comparable(results: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run the next one's targets table compares with."""
+    return {
+        "date": results.get("date"),
+        "backends": [{k: b[k] for k in TARGET_KEYS if k in b} for b in results["backends"]],
+    }
+
+
+def previous_run(path: Path = PUBLISHED_RESULTS) -> dict[str, Any] | None:
+    """The published run, to compare with; None when there is none (or it is unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -359,6 +381,7 @@ def _measure(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(),
         "machine": report.machine(),
+        "previous": previous_run(),
         "backends": [run_backend(b, plan, args.workdir) for b in args.backends.split(",") if b],
     }
     results["duration_s"] = time.monotonic() - started

@@ -14,7 +14,7 @@ from bench import report, run
 from cqrs_common.roles import ROLES
 from tests.conftest import REPO
 
-DOCS = (REPO / "docs" / "benchmarks.md", REPO / "docs" / "benchmarks.png")
+DOCS = tuple(REPO / "docs" / f"benchmarks.{ext}" for ext in ("md", "png", "json"))
 
 
 def fingerprint() -> dict[str, str]:
@@ -84,6 +84,33 @@ def test_the_report_leads_with_speed_scaling_and_machine_then_the_targets(tmp_pa
     report.write(results(), out)
     assert "Some prose." in out.read_text()
     assert out.read_text().count(report.SUMMARY_BEGIN) == 1
+
+
+def test_the_targets_stand_beside_the_published_run_and_postgresql_beside_sqlite(
+    tmp_path: Path,
+) -> None:
+    current = results()
+    postgresql = json.loads(json.dumps(current["backends"][0])) | {"backend": "postgresql"}
+    postgresql["levels"][-1]["accepted_per_s"] = 70.0  # half of SQLite's 140
+    current["backends"].append(postgresql)
+    current["previous"] = run.comparable(results()) | {"date": "2026-01-01 00:00 UTC"}
+    current["previous"]["backends"][0]["levels"][-1]["accepted_per_s"] = 99.0
+    out = tmp_path / "benchmarks.md"
+    report.write(current, out)
+    text = out.read_text()
+    assert "Compared with the run of 2026-01-01 00:00 UTC" in text
+    assert "| target | wanted | previous run | this run | met |" in text
+    assert "| accepted orders/s, 32 clients | >= 450 | 99 | 140 | **no** |" in text
+    assert "| accepted orders/s vs SQLite, 32 clients | within 30% | n/a | -50% | **no** |" in text
+
+
+def test_publishing_keeps_the_numbers_the_next_run_compares_with(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    run.publish(results(), out)
+    published = json.loads(out.with_suffix(".json").read_text())
+    assert published == run.comparable(results())
+    assert run.previous_run(out.with_suffix(".json")) == published
+    assert run.previous_run(tmp_path / "missing.json") is None
 
 
 def test_report_only_writes_beside_its_results_not_in_docs(tmp_path: Path) -> None:

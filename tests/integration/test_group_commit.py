@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cqrs_common.db import Database
+from cqrs_common.db import Database, close_all
 
 SCHEMA = {"sqlite": ["CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)"], "postgresql": []}
 
@@ -79,3 +79,16 @@ def test_a_failed_lone_transaction_does_not_keep_the_write_lock(db: Database) ->
     other.execute("COMMIT")
     other.close()
     assert committed(db) == {"other"}
+
+
+def test_close_all_leaves_no_connection_to_cross_a_fork(db: Database) -> None:
+    """gunicorn's master loads the app (preload_app) and closes what it opened before forking."""
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES ('before')")
+    with db.read() as tx:
+        tx.execute("SELECT 1").fetchone()
+    close_all()
+    assert db._writer is None and db._local.conn is None
+    with db.transaction() as tx:  # the next use opens its own
+        tx.execute("INSERT INTO t VALUES ('after')")
+    assert committed(db) == {"before", "after"}

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from cqrs_common.db import Database, StoreUnavailableError
+from cqrs_common.db import PG_POOL_SIZE, Database, StoreUnavailableError
 from cqrs_common.domain import Order, StatsDelta, order_amount
 from order_db.store import SCHEMA as ORDER_SCHEMA
 from order_db.store import OrderStore
@@ -181,3 +181,33 @@ def test_claims_are_handed_back_by_token_or_by_owner(orders: OrderStore) -> None
     assert orders.release_owner("pod-a") == 1
     assert [r.id for r in orders.claim_due(10, 60, "pod-a/3")] == [mine[0].id]
     assert theirs[0].id not in [r.id for r in orders.claim_due(10, 60, "pod-d/1")]
+
+
+def test_postgresql_threads_share_a_small_pool_of_connections(postgres_url: str) -> None:
+    """Twelve threads writing at once open, and hold, at most PG_POOL_SIZE sessions."""
+    store = OrderStore(Database(postgres_url, ORDER_SCHEMA))
+    store.db.ensure_schema()
+    barrier = threading.Barrier(12)
+    opened: list[object] = []
+    connect = store.db._connect
+    store.db._connect = lambda: opened.append(None) or connect()  # type: ignore[method-assign]
+
+    def place(n: int) -> None:
+        barrier.wait()
+        for i in range(10):
+            store.record(order(n * 100 + i))
+
+    threads = [threading.Thread(target=place, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 1 <= len(opened) <= PG_POOL_SIZE  # not one per thread
+    with store.db.read() as tx:
+        sessions = tx.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        ).fetchone()[0]
+        assert tx.execute("SELECT count(*) FROM orders").fetchone()[0] == 120
+    assert sessions <= PG_POOL_SIZE
+    store.db.close()
+    assert store.db._idle == []

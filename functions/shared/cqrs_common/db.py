@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ _SCHEMA_LOCK_KEY = 0x63717273
 # SQLSTATE 25006: a write in a read-only transaction (a hot standby, or a primary told to only
 # read, as after a failover until the clients reconnect to the new primary).
 _PG_READ_ONLY = "25006"
+# PostgreSQL: the process's threads share at most this many connections. A statement is a round
+# trip of well under a millisecond, so 8 request threads and the relay seldom hold more than two
+# at once; a connection per thread was a server process each and libpq's buffers in the role
+# (order-db at 50.8 MiB PSS, make bench). A transaction waits this long for one, then 503.
+PG_POOL_SIZE = 3
+PG_POOL_WAIT = 5.0
 
 
 class StoreUnavailableError(Exception):
@@ -92,6 +99,23 @@ class AddColumn:
             tx.execute(f"ALTER TABLE {self.table} ADD COLUMN {self.column} {self.type}")
 
 
+# Every store of the process, so that a gunicorn master that loaded the app can close what
+# it opened before it forks (close_all): a child must never share a parent's connection.
+_DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close this thread's connections (and the SQLite writer) of every store in the process.
+
+    gunicorn_conf.pre_fork calls it in the master, which loads the app (preload_app) and may
+    have connected while doing so (stats-order-db creates its schema at start): SQLite's locks
+    and a PostgreSQL session belong to one process, and the worker opens its own on first use.
+    """
+    for database in list(_DATABASES):
+        with contextlib.suppress(Exception):  # a store that is down has nothing to close
+            database.close()
+
+
 class Database:
     """Connections, transactions and the schema of one store, named by a DATABASE_URL."""
 
@@ -115,6 +139,11 @@ class Database:
         self._write_lock = threading.Lock()  # one transaction body at a time on the writer
         self._commit_lock = threading.Lock()  # one COMMIT (fsync) at a time
         self._batch: _Batch | None = None
+        # PostgreSQL's pool: idle connections (the last given back first: warm) and free slots.
+        self._idle: list[Any] = []
+        self._idle_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(PG_POOL_SIZE)
+        _DATABASES.add(self)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -140,11 +169,43 @@ class Database:
         return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
 
     def _connection(self) -> Any:
+        """SQLite: this thread's reading connection (writes go through the group writer)."""
         conn = getattr(self._local, "conn", None)
-        if conn is None or (self.dialect == "postgresql" and conn.closed):
+        if conn is None:
             conn = self._connect()
             self._local.conn = conn
         return conn
+
+    @contextmanager
+    def _pooled(self) -> Iterator[Any]:
+        """PostgreSQL: a connection of the pool for the block. It goes back only if it is open
+        and outside a transaction; one that failed is closed, and the next use connects anew
+        (to the new primary after a failover)."""
+        if not self._slots.acquire(timeout=PG_POOL_WAIT):
+            message = f"no connection free within {PG_POOL_WAIT:g} s ({PG_POOL_SIZE} in use)"
+            raise StoreUnavailableError(f"postgresql store: {message}")
+        conn = None
+        try:
+            with self._idle_lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None or conn.closed:
+                conn = self._connect()
+            yield conn
+        finally:
+            self._give_back(conn)
+            self._slots.release()
+
+    def _give_back(self, conn: Any) -> None:
+        if conn is None or conn.closed:
+            return
+        from psycopg.pq import TransactionStatus
+
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            with self._idle_lock:
+                self._idle.append(conn)
+            return
+        with contextlib.suppress(Exception):  # broken, or left inside a transaction
+            conn.close()
 
     def _drop_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -190,8 +251,7 @@ class Database:
                 with self._sqlite_group_write() as tx:
                     yield tx
             else:
-                conn = self._connection()
-                with conn.transaction(), conn.cursor() as cursor:
+                with self._pooled() as conn, conn.transaction(), conn.cursor() as cursor:
                     yield Transaction(cursor, self.dialect)
         except errors as exc:
             raise self._unavailable(exc) from None
@@ -265,15 +325,15 @@ class Database:
             self.ensure_schema()
         errors = self._store_errors()
         try:
-            conn = self._connection()
             if self.dialect == "sqlite":
+                conn = self._connection()
                 conn.execute("BEGIN")
                 try:
                     yield Transaction(conn.cursor(), self.dialect)
                 finally:
                     conn.execute("COMMIT")
             else:
-                with conn.transaction(), conn.cursor() as cursor:
+                with self._pooled() as conn, conn.transaction(), conn.cursor() as cursor:
                     yield Transaction(cursor, self.dialect)
         except errors as exc:
             raise self._unavailable(exc) from None
@@ -301,16 +361,27 @@ class Database:
             if not os.access(self.path, os.W_OK):  # a read-only file, folder or mount
                 raise StoreReadOnlyError(f"sqlite store: {self.path} is not writable")
             return
-        with self.read() as tx:
-            read_only = tx.execute("SHOW transaction_read_only").fetchone()[0] == "on"
+        if not self._schema_ready:
+            self.ensure_schema()
+        try:
+            with self._pooled() as conn:
+                read_only = conn.execute("SHOW transaction_read_only").fetchone()[0] == "on"
+                if read_only:
+                    # A standby, or a session begun read-only: writes would fail, so not
+                    # ready. A new connection for the next check sees whether that is still so.
+                    conn.close()
+        except self._store_errors() as exc:
+            raise self._unavailable(exc) from None
         if read_only:
-            # A standby, or a session begun read-only: writes would fail, so not ready. A new
-            # connection for the next check sees whether that is still so.
-            self._drop_connection()
             raise StoreReadOnlyError("postgresql store: the server takes no writes")
 
     def close(self) -> None:
         self._drop_connection()
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):  # a broken one is gone either way
+                conn.close()
         with self._write_lock:
             if self._writer is not None:
                 self._writer.close()

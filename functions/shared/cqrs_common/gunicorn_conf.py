@@ -14,6 +14,10 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # gthread, with each request read whole by the worker's event loop before a thread takes it: a
 # slow or silent client can no longer hold the 8 threads (cqrs_common.gunicorn_worker).
 worker_class = "cqrs_common.gunicorn_worker.BufferedThreadWorker"
+# The master imports and builds the app, then forks the worker, which shares those pages with it
+# instead of importing everything a second time: about 2 MiB less PSS per role (make bench). The
+# worker still starts the relay itself (post_worker_init); pre_fork closes what the master opened.
+preload_app = True
 # No worker timeout (Knative's own request timeout applies), as the Knative Python samples do.
 timeout = 0
 # In-flight requests get this long after SIGTERM, inside Kubernetes' 30 s grace period.
@@ -91,6 +95,18 @@ def _limit_malloc_arenas() -> None:
 
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
         ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
+
+
+def pre_fork(server, worker) -> None:
+    """In the master, just before it forks a worker: no store connection may cross the fork
+    (cqrs_common.db.close_all), and what the master built is frozen out of the collector, whose
+    passes would otherwise write to every shared object and copy its page into the worker."""
+    import gc
+
+    from cqrs_common import db
+
+    db.close_all()
+    gc.freeze()
 
 
 def _flask_app(worker):
