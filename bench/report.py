@@ -137,9 +137,11 @@ def _targets_table(backend: dict[str, Any], sqlite: dict[str, Any] | None,
     if previous is not None:
         with contextlib.suppress(KeyError, IndexError, ZeroDivisionError):
             before = {key: got for key, _, _, got, _ in _targets(previous, sqlite=None)}
+    # The previous run may not have a number (an older run, or one that needs its other store)
+    before = {key: got for key, got in before.items() if got != "n/a"}
     return _md(
         ["target", "wanted", "previous run", "this run", "met"],
-        [(what, want, before.get(key, "n/a"), got, "yes" if ok else "**no**")
+        [(what, want, before.get(key, "not measured"), got, "yes" if ok else "**no**")
          for key, what, want, got, ok in _targets(backend, sqlite)],
     )  # fmt: skip
 
