@@ -365,6 +365,31 @@ def test_the_page_stays_up_while_the_read_side_is_down(
     expect(page.locator("#recent-list li .badge").first).to_have_text("counted")
 
 
+def test_the_page_says_how_far_behind_the_totals_are(
+    js_page: Watched, base_url: str, live_stack
+) -> None:
+    page = js_page.page
+    settled_stats(base_url)
+    page.goto(f"{base_url}/order")
+    line = page.locator("#pipeline")
+    expect(line).to_have_text("Up to date: every order placed is counted.")
+    live_stack.stop_role("process-data")  # the projector away: orders wait in the outbox
+    try:
+        response = requests.post(
+            f"{base_url}/api/orders",
+            json={"product": "pear", "quantity": 1, "unitPrice": "0.40"},
+            timeout=30,
+        )
+        assert response.status_code == 202, response.text
+        # shop.js's words, on its own poll (no reload): the same as the server's
+        expect(line).to_have_text("1 order not counted yet.")
+        expect(line).not_to_have_attribute("data-stuck", "")
+    finally:
+        live_stack.resume_role("process-data")
+    expect(line).to_have_text("Up to date: every order placed is counted.", timeout=30_000)
+    assert js_page.errors == []
+
+
 # ---- without JavaScript --------------------------------------------------------------------
 
 
