@@ -137,7 +137,7 @@ class Settings:
     relay_enabled: bool = True
     # Calls between roles: tokens checked (cqrs_common.auth) and sent (cqrs_common.tokens);
     # off under make run, where loopback is the boundary.
-    auth: AuthSettings = field(default_factory=lambda: AuthSettings())
+    auth: AuthSettings = field(default_factory=AuthSettings)
     # The audience of K_SINK's token when it is not the next role's service (a Broker's).
     sink_audience: str | None = None
 
