@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from bench import load, procs, report
 from cqrs_common.roles import DISPATCHER, ORDER_DB, PROCESS_DATA, ROLES, STATS_ORDER_DB
-from devtools.stack import Stack, free_port
+from devtools.stack import Stack, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 # Every run writes under var/ (ignored by git); the committed report changes only on purpose:
@@ -71,7 +71,7 @@ def new_stack(data_dir: Path, database_urls: dict[str, str] | None) -> Stack:
     # The relay's production settings (RELAY_* defaults): the numbers are what a deployment gets.
     return Stack(
         data_dir,
-        ports={role.name: free_port() for role in ROLES},
+        ports=free_ports(),
         database_urls=database_urls,
         log_dir=data_dir / "logs",
         extra_env={"LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO")},

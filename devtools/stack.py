@@ -65,6 +65,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports() -> dict[str, int]:
+    """A free loopback port for every role, all different: each is held until all are chosen
+    (one free_port() after another may hand out the same port twice, and then one role answers
+    on another's address)."""
+    with contextlib.ExitStack() as held:
+        ports = {}
+        for role in ROLES:
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports[role.name] = sock.getsockname()[1]
+        return ports
+
+
 class Stack:
     """Six gunicorn processes wired to each other on loopback."""
 

@@ -11,8 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cqrs_common.roles import ROLES
-from devtools.stack import Stack, free_port
+from devtools.stack import Stack, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +68,7 @@ def start_stack(data_dir: Path, **kwargs) -> Stack:
     extra_env.update(kwargs.pop("extra_env", {}))
     stack = Stack(
         data_dir,
-        ports={role.name: free_port() for role in ROLES},
+        ports=free_ports(),
         log_dir=data_dir / "logs",
         extra_env=extra_env,
         **kwargs,

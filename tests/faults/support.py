@@ -16,8 +16,7 @@ from typing import Any
 
 import requests
 
-from cqrs_common.roles import ROLES
-from devtools.stack import Stack, free_port
+from devtools.stack import Stack, free_ports
 from tests.support import place
 
 PRICES = ["0.10", "0.01", "1.50", "2.99", "0", "10", "999999.99"]
@@ -127,7 +126,7 @@ def start_rewired(data_dir: Path, sinks: dict[str, str], extra_env: dict[str, st
     """Like tests.conftest.start_stack, with `sinks` (role -> URL) overriding K_SINK."""
     stack = RewiredStack(
         data_dir,
-        ports=ports or {role.name: free_port() for role in ROLES},
+        ports=ports or free_ports(),
         log_dir=data_dir / "logs",
         extra_env={**FAST_RELAY, **(extra_env or {})},
         sinks=sinks,

@@ -16,8 +16,7 @@ from cqrs_common import events
 from cqrs_common.cloudevents_io import new_event
 from cqrs_common.domain import now_iso
 from cqrs_common.limits import MAX_BODY_BYTES
-from cqrs_common.roles import ROLES
-from devtools.stack import Stack, free_port
+from devtools.stack import Stack, free_ports
 
 pytestmark = pytest.mark.slow
 READ_TIMEOUT = 3  # REQUEST_READ_TIMEOUT for these roles, so a test waits seconds
@@ -31,7 +30,7 @@ def roles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data = tmp_path_factory.mktemp("edges")
     stack = Stack(
         data,
-        ports={role.name: free_port() for role in ROLES},
+        ports=free_ports(),
         log_dir=data / "logs",
         extra_env={"RELAY_ENABLED": "0", "REQUEST_READ_TIMEOUT": str(READ_TIMEOUT)},
         supervise=False,

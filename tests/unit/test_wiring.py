@@ -10,7 +10,7 @@ import pytest
 
 from cqrs_common.config import ConfigError, Settings
 from cqrs_common.roles import ROLES, ROLES_BY_NAME
-from devtools.stack import FUNCTIONS, Stack, wiring
+from devtools.stack import FUNCTIONS, Stack, free_ports, wiring
 from tests.support import NOWHERE
 
 
@@ -66,3 +66,12 @@ def test_a_role_under_gunicorn_without_k_sink_exits_at_once_saying_so(tmp_path) 
     )  # fmt: skip
     assert result.returncode != 0
     assert "set K_SINK" in result.stdout + result.stderr
+
+
+def test_a_stack_on_free_ports_never_gives_two_roles_one_port() -> None:
+    # One role answering on another's address once made a faults test see stats-order-db
+    # where order-db should be.
+    for _ in range(50):
+        ports = free_ports()
+        assert set(ports) == {r.name for r in ROLES}
+        assert len(set(ports.values())) == len(ROLES)
