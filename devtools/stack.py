@@ -23,7 +23,7 @@ from typing import IO
 
 import requests
 
-from cqrs_common.roles import ORDER_DB, ROLES, ROLES_BY_NAME, STATS_ORDER_DB, Role
+from cqrs_common.roles import ORDER_DB, ROLES, ROLES_BY_NAME, SINK_BATCH, STATS_ORDER_DB, Role
 from devtools import logs
 from devtools.ports import holder_of, port_is_free
 
@@ -33,7 +33,7 @@ FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"
 LIFELINE_ENV = "CQRS_SUPERVISOR_FD"
 # What wires a role to the others; the stack sets each from cqrs_common.roles.
 WIRING_VARS = frozenset(
-    {"PORT", "K_SINK", "DATABASE_URL", LIFELINE_ENV}
+    {"PORT", "K_SINK", "SINK_BATCH_SIZE", "DATABASE_URL", LIFELINE_ENV}
     | {role.url_env for role in ROLES if role.url_env is not None}
 )
 
@@ -44,6 +44,7 @@ def wiring(role: Role, url: Callable[[str], str], database_url: str | None) -> d
     env = {"PORT": url(role.name).rsplit(":", 1)[1]}
     if role.sink is not None:
         env["K_SINK"] = url(role.sink)
+        env["SINK_BATCH_SIZE"] = str(SINK_BATCH)
     for peer in role.peers:
         env[str(ROLES_BY_NAME[peer].url_env)] = url(peer)
     if database_url is not None:

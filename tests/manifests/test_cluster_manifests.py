@@ -13,7 +13,7 @@ from validate import kustomize_build, validate_document
 
 from cqrs_common import events
 from cqrs_common.config import Settings
-from cqrs_common.roles import ROLES, ROLES_BY_NAME
+from cqrs_common.roles import ROLES, ROLES_BY_NAME, SINK_BATCH
 
 ROOT = Path(__file__).resolve().parents[2]
 KNATIVE = ROOT / "knative"
@@ -226,6 +226,20 @@ def test_every_role_gets_the_wiring_it_cannot_start_without(overlay: str) -> Non
             assert wired.get(ROLES_BY_NAME[peer].url_env) == local_url(peer), (role.name, peer)
         given = {k: v if isinstance(v, str) else "from-a-secret" for k, v in wired.items()}
         Settings.from_env(role.name, given)  # raises ConfigError naming what is missing
+
+
+@pytest.mark.parametrize(("overlay", "size"), [("direct", SINK_BATCH), ("eventing", 1)])
+def test_events_are_batched_only_to_a_role(overlay: str, size: int) -> None:
+    # Every role takes batches; a Broker takes one event per request. order-db's relay and
+    # process-data are the producers that ever have several events ready at once.
+    services = ksvcs(build(f"knative/overlays/{overlay}"))
+    for role in ROLES:
+        wired = env(services[role.service])
+        settings = Settings.from_env(role.name, {k: "x" for k in wired} | {
+            k: v for k, v in wired.items() if isinstance(v, str)
+        })  # fmt: skip
+        expected = size if role.name in ("order-db", "process-data") else 1
+        assert settings.sink_batch_size == expected, (overlay, role.name)
 
 
 def test_eventing_producers_send_to_the_broker_and_triggers_route_by_contract() -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from cloudevents.core.bindings.http import to_binary_event
 
 from cqrs_common import events
-from cqrs_common.cloudevents_io import new_event
 from tests.unit.inprocess import Shop
 
 RECEIVERS = ("order-db", "process-data", "stats-order-db")
@@ -52,21 +50,6 @@ def test_deeply_nested_json_in_an_event_is_a_400(shop: Shop, role: str) -> None:
     binary = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/t",
               "ce-type": events.ORDER_PLACED, "Content-Type": "application/json"}  # fmt: skip
     assert_problem(client.post("/", data=DEEP, headers=binary), 400)
-    assert stored(shop) == (0, 0)
-
-
-@pytest.mark.parametrize("role", RECEIVERS)
-def test_a_batch_of_events_is_a_415(shop: Shop, role: str) -> None:
-    apps = shop.apps
-    event = new_event(events.ORDER_PLACED, "/t", "o-1", {"orderId": "o-1"})
-    batch = json.dumps([{**dict(to_binary_event(event).headers), "data": {}}])
-    for body in ("[]", batch, "{}", "not json"):
-        response = (
-            apps[role]
-            .test_client()
-            .post("/", data=body, content_type="application/cloudevents-batch+json")
-        )
-        assert_problem(response, 415)
     assert stored(shop) == (0, 0)
 
 

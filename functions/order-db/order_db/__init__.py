@@ -3,11 +3,9 @@ through a transactional outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from cloudevents.core.base import BaseCloudEvent
 from flask import Flask, Response, jsonify, request
 
 from cqrs_common import events, lifecycle, metrics, tracing
@@ -51,7 +49,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     store: OrderStore | None = None,
-    publish: Callable[[BaseCloudEvent], None] | None = None,
+    publisher: Publisher | None = None,
     client: Client | None = None,
 ) -> Flask:
     settings = settings or Settings.from_env(ORDER_DB.name)
@@ -59,9 +57,9 @@ def create_app(
     # The outbox is the retry loop, with its own backoff; HTTP-level retries inside it would
     # multiply with the receiver's own retries (and Retry-After sleeps) while it is away.
     client = (client or Client.for_role(settings)).with_retries(0)
-    publish = publish or Publisher(settings.sink, client)
+    publisher = publisher or Publisher(settings.sink, client, settings.sink_batch_size)
     relay = OutboxRelay(
-        store, publish,
+        store, publisher,
         settings.relay_base_delay, settings.relay_max_delay, settings.relay_poll_interval,
     )  # fmt: skip
     app = create_base_app(settings, __name__, ready=store.db.ping)

@@ -1,19 +1,28 @@
-"""CloudEvents over HTTP: read an event from a request (binary or structured), send one (binary)."""
+"""CloudEvents over HTTP: read an event from a request (binary or structured) or a batch of them
+(batched content mode), send one (binary) or a batch.
+
+A batch is answered 200 with one result per event, in the batch's order: the status and body the
+event alone would have been answered, so each event keeps its own fate (a refused one is parked,
+a failed one retried, the others done). Whole-request statuses still mean the whole batch.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event, to_binary_event
 from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from cqrs_common.client import Client, UpstreamError
+from cqrs_common.limits import MAX_BODY_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +32,7 @@ class BadEventError(ValueError):
 
 
 class UnsupportedEventModeError(BadEventError):
-    """A content mode this receiver does not take (batched events): answered 415."""
+    """A content mode this receiver does not take: answered 415."""
 
 
 class RejectedEventError(Exception):
@@ -37,15 +46,27 @@ class RejectedEventError(Exception):
 
 # Knative retries these 4xx (pkg/kncloudevents/retries.go), so we treat them as transient too.
 RETRYABLE_4XX = frozenset({404, 408, 409, 429})
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+# A receiver that answered 415 to a batch (an older version, mid-rollout) gets single events
+# for this long before a batch is tried again.
+BATCH_REFUSED_FOR = 60.0
+_FORMAT = JSONFormat()
+
+# What a receiver answers for one event of a batch: its status and body, or what failed it.
+Outcome = Exception | None
+
+
+def is_batch(headers: Mapping[str, str]) -> bool:
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    return content_type.lower().startswith(BATCH_CONTENT_TYPE)
 
 
 def read_event(headers: dict[str, str], body: bytes) -> BaseCloudEvent:
     """Parse a CloudEvent from HTTP; raises BadEventError for anything malformed."""
     headers = {name.lower(): value for name, value in headers.items()}
-    if headers.get("content-type", "").lower().startswith("application/cloudevents-batch"):
-        # Knative delivers one event per request; a batch would need all-or-nothing semantics
-        # that no sender here relies on.
-        raise UnsupportedEventModeError("batched CloudEvents are not accepted; send one event")
+    if is_batch(headers):
+        raise UnsupportedEventModeError("a batch of CloudEvents where one event was expected")
     if not any(name.startswith("ce-") for name in headers) and not headers.get(
         "content-type", ""
     ).startswith("application/cloudevents"):
@@ -59,6 +80,35 @@ def read_event(headers: dict[str, str], body: bytes) -> BaseCloudEvent:
     if event.get_specversion() != "1.0":
         raise BadEventError("only CloudEvents 1.0 is accepted")
     return event
+
+
+def read_batch(body: bytes) -> list[BaseCloudEvent | BadEventError]:
+    """The events of a batch (a JSON array of structured events), each parsed on its own: a
+    malformed one is its BadEventError, in its place, and does not spoil the others."""
+    try:
+        items = json.loads(body)
+    except ValueError:
+        raise BadEventError("a batch must be a JSON array of CloudEvents") from None
+    except RecursionError:
+        raise BadEventError("malformed batch: JSON nested too deeply") from None
+    if not isinstance(items, list):
+        raise BadEventError("a batch must be a JSON array of CloudEvents")
+    headers = {"content-type": STRUCTURED_CONTENT_TYPE}
+    parsed: list[BaseCloudEvent | BadEventError] = []
+    for item in items:
+        if not isinstance(item, dict):
+            parsed.append(BadEventError("each element of a batch must be a CloudEvent object"))
+            continue
+        try:
+            parsed.append(read_event(headers, json.dumps(item).encode()))
+        except BadEventError as exc:
+            parsed.append(exc)
+    return parsed
+
+
+def batch_body(events: Sequence[BaseCloudEvent]) -> bytes:
+    """A batch in the JSON event format's batched mode."""
+    return b"[" + b",".join(_FORMAT.write(event) for event in events) + b"]"
 
 
 def event_data(event: BaseCloudEvent) -> Any:
@@ -106,27 +156,114 @@ def event_log_fields(event: BaseCloudEvent) -> dict[str, Any]:
 
 
 class Publisher:
-    """Sends events to one sink (K_SINK) in binary mode; the sink is a role or a broker."""
+    """Sends events to one sink (K_SINK), one by one in binary mode, or up to `batch_size` per
+    request in batched mode (`send_all`); the sink is a role or a broker (which takes one)."""
 
-    def __init__(self, sink: str | None, client: Client) -> None:
+    def __init__(self, sink: str | None, client: Client, batch_size: int = 1) -> None:
         self.sink = sink
         self.client = client
+        self.batch_size = batch_size
+        self._singles_until = 0.0  # monotonic time until which the sink gets no batches
 
     def __call__(self, event: BaseCloudEvent) -> None:
         """Deliver or raise: UpstreamError when worth retrying, RejectedEventError when not."""
-        if not self.sink:
-            raise UpstreamError("K_SINK", "no sink configured for the events this role produces")
         message = to_binary_event(event)
         response = self.client.request(
-            "POST", self.sink, headers=message.headers, data=message.body
+            "POST", self._sink(), headers=message.headers, data=message.body
         )
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        detail = _detail(response.text)
-        if 400 <= status < 500 and status not in RETRYABLE_4XX:
-            raise RejectedEventError(status, detail)
-        raise UpstreamError(self.sink, f"answered {status}: {detail}", status)
+        failure = _failure(self._sink(), response.status_code, response.text)
+        if failure is not None:
+            raise failure
+
+    def send_all(self, events: Sequence[BaseCloudEvent]) -> list[Outcome]:
+        """Deliver each event; its outcome in its place: None once the sink took it, else the
+        error `__call__` would raise for it. Batches when the sink takes them, in requests of at
+        most `batch_size` events and MAX_BODY_BYTES; a whole-request failure is every event's."""
+        if self.batch_size <= 1 or len(events) <= 1 or time.monotonic() < self._singles_until:
+            return [self._send_one(event) for event in events]
+        encoded = [_FORMAT.write(event) for event in events]
+        outcomes: list[Outcome] = []
+        for chunk in self._chunks(encoded):
+            outcomes += self._send_batch([events[i] for i in chunk], [encoded[i] for i in chunk])
+        return outcomes
+
+    def _sink(self) -> str:
+        if not self.sink:
+            raise UpstreamError("K_SINK", "no sink configured for the events this role produces")
+        return self.sink
+
+    def _send_one(self, event: BaseCloudEvent) -> Outcome:
+        try:
+            self(event)
+        except (RejectedEventError, UpstreamError) as exc:
+            return exc
+        return None
+
+    def _chunks(self, encoded: list[bytes]) -> list[list[int]]:
+        """Indexes of the events per request: at most batch_size, and a body that fits."""
+        chunks: list[list[int]] = [[]]
+        size = 2
+        for index, body in enumerate(encoded):
+            if chunks[-1] and (
+                len(chunks[-1]) >= self.batch_size or size + len(body) + 1 > MAX_BODY_BYTES
+            ):
+                chunks.append([])
+                size = 2
+            chunks[-1].append(index)
+            size += len(body) + 1
+        return chunks
+
+    def _send_batch(self, events: list[BaseCloudEvent], encoded: list[bytes]) -> list[Outcome]:
+        if len(events) == 1:
+            return [self._send_one(events[0])]
+        try:
+            response = self.client.request(
+                "POST", self._sink(), headers={"Content-Type": BATCH_CONTENT_TYPE},
+                data=b"[" + b",".join(encoded) + b"]",
+            )  # fmt: skip
+        except UpstreamError as exc:
+            return [exc] * len(events)
+        if response.status_code == 415:
+            logger.warning("%s takes no batches: sending one event per request", self.sink)
+            self._singles_until = time.monotonic() + BATCH_REFUSED_FOR
+            return [self._send_one(event) for event in events]
+        failure = _failure(self._sink(), response.status_code, response.text)
+        if failure is not None:
+            return [failure] * len(events)
+        return _batch_outcomes(self._sink(), response.text, len(events))
+
+
+def _failure(sink: str, status: int, text: str) -> Exception | None:
+    """What an answer means for the event(s) sent: None (taken), or the error to report."""
+    if 200 <= status < 300:
+        return None
+    detail = _detail(text)
+    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+        return RejectedEventError(status, detail)
+    return UpstreamError(sink, f"answered {status}: {detail}", status)
+
+
+def _batch_outcomes(sink: str, text: str, count: int) -> list[Outcome]:
+    """Each event's outcome from a batch's 2xx answer. A receiver that gave no results (not one
+    of the shop's roles) took them all; results that do not match the batch are all retried."""
+    try:
+        results = json.loads(text).get("results") if text else None
+    except (ValueError, AttributeError):
+        results = None
+    if results is None:
+        return [None] * count
+    if not isinstance(results, list) or len(results) != count:
+        error = UpstreamError(sink, "answered a batch with results that do not match it")
+        return [error] * count
+    outcomes: list[Outcome] = []
+    for result in results:
+        status = result.get("status") if isinstance(result, dict) else None
+        if not isinstance(status, int):
+            outcomes.append(UpstreamError(sink, "answered a batch without an event's status"))
+            continue
+        body = result.get("body")
+        outcomes.append(_failure(sink, status, json.dumps(body) if body is not None else ""))
+    return outcomes
 
 
 def _detail(body: str) -> str:

@@ -114,6 +114,16 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number of seconds, not {env[name]!r}") from None
 
 
+MAX_SINK_BATCH = 100
+
+
+def _batch_size(env: Mapping[str, str]) -> int:
+    value = env.get("SINK_BATCH_SIZE", "1").strip() or "1"
+    if not value.isdigit() or not 1 <= int(value) <= MAX_SINK_BATCH:
+        raise ConfigError(f"SINK_BATCH_SIZE must be a whole number from 1 to {MAX_SINK_BATCH}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     role: str
@@ -140,6 +150,9 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     # The audience of K_SINK's token when it is not the next role's service (a Broker's).
     sink_audience: str | None = None
+    # Events per request to K_SINK when several are ready at once (CloudEvents' batched mode):
+    # 1 sends each on its own, what a Broker takes; the roles take batches.
+    sink_batch_size: int = 1
 
     def url_of(self, role: Role) -> str:
         return self.peers[role.name]
@@ -179,4 +192,5 @@ class Settings:
             relay_enabled=env.get("RELAY_ENABLED", "1").lower() not in ("0", "false", "no"),
             auth=AuthSettings.from_env(env),
             sink_audience=env.get("K_SINK_AUDIENCE", "").strip() or None,
+            sink_batch_size=_batch_size(env),
         )

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SERVICE_PREFIX = "cqrs-"
+# Events per request to a sink that is a role (wired directly: every role takes CloudEvents in
+# batches); a Broker gets one per request. The outbox relay claims as many rows at a time.
+SINK_BATCH = 50
 
 
 @dataclass(frozen=True)

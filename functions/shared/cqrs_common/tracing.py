@@ -16,9 +16,10 @@ Two contexts travel with an event, and they are different things:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,20 @@ def served_headers(names: Iterable[str]) -> dict[str, str]:
         return {}
     if not has_request_context():
         return {}
-    return {name: request.headers[name] for name in names if name in request.headers}
+    # Straight from the WSGI environ: Werkzeug's header view scans the environ per lookup, and
+    # every call out asks for nine names (about 2 % of a role's CPU in make bench's profile).
+    environ = request.environ
+    found = {}
+    for name in names:
+        value = environ.get(_environ_key(name))
+        if value is not None:
+            found[name] = value
+    return found
+
+
+@functools.cache
+def _environ_key(name: str) -> str:
+    return "HTTP_" + name.upper().replace("-", "_")
 
 
 def _request_trace_headers() -> dict[str, str]:
@@ -236,6 +250,28 @@ def continue_from_event(event: Any, name: str, kind: str = "PRODUCER") -> Iterat
             name, context=origin, kind=span_kind, attributes=attributes
         ) as span:
             yield span
+
+
+@contextlib.contextmanager
+def batch_span(events: Sequence[Any], name: str) -> Iterator[Any]:
+    """A PRODUCER span for sending several events in one request: a span of its own, linked to
+    each event's stored trace (as OTel's messaging conventions do for a batch). None when off."""
+    if _tracer is None:
+        yield None
+        return
+    from opentelemetry import trace
+
+    links = []
+    for event in events:
+        origin = context_from_event(event)
+        span_context = trace.get_current_span(origin).get_span_context() if origin else None
+        if span_context is not None and span_context.is_valid:
+            links.append(trace.Link(span_context))
+    attributes = {"messaging.batch.message_count": len(events)}
+    with _tracer.start_as_current_span(
+        name, kind=trace.SpanKind.PRODUCER, links=links, attributes=attributes
+    ) as span:
+        yield span
 
 
 def link_event(event: Any) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from cqrs_common.db import Database
+from cqrs_common.db import Database, Transaction
 from cqrs_common.domain import PRODUCTS, StatsDelta, now_iso
 
 _SEED = [
@@ -48,48 +49,62 @@ SCHEMA = {
 }
 
 
+def _add_to_totals(
+    tx: Transaction, product: str, quantity: int, amount: Decimal, orders: int, now: str
+) -> None:
+    if tx.dialect == "postgresql":
+        tx.execute(
+            "UPDATE product_totals SET quantity = quantity + ?,"
+            " total_price = total_price + ?::numeric, orders = orders + ?, updated_at = ?"
+            " WHERE product = ?",
+            (quantity, str(amount), orders, now, product),
+        )
+        return
+    # BEGIN IMMEDIATE holds SQLite's write lock, so read-modify-write is safe here; the sum is
+    # done in Python because SQLite's arithmetic on the text would go through a binary float.
+    current_quantity, total = tx.execute(
+        "SELECT quantity, total_price FROM product_totals WHERE product = ?", (product,)
+    ).fetchone()
+    tx.execute(
+        "UPDATE product_totals SET quantity = ?, total_price = ?, orders = orders + ?,"
+        " updated_at = ? WHERE product = ?",
+        (int(current_quantity) + quantity, str(Decimal(total) + amount), orders, now, product),
+    )
+
+
 class StatsStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def apply(self, delta: StatsDelta) -> bool:
-        """Add the delta to its product's totals unless this order was counted already.
+        """Add the delta to its product's totals unless this order was counted already."""
+        return self.apply_all([delta])[0]
 
-        The applied order id and the totals change in one transaction: exactly once.
-        """
+    def apply_all(self, deltas: Sequence[StatsDelta]) -> list[bool]:
+        """Each delta added unless its order was counted already (before, or earlier in these):
+        whether it was, in order. The applied order ids and the totals change in one
+        transaction: exactly once, and one commit for a whole batch."""
         now = now_iso()
+        applied: list[bool] = []
+        added: dict[str, tuple[int, Decimal, int]] = {}  # product: quantity, amount, orders
         with self.db.transaction() as tx:
-            tx.execute(
-                "INSERT INTO applied_orders (order_id, product, quantity, amount, applied_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
-                (delta.order_id, delta.product, delta.quantity, str(delta.amount), now),
-            )
-            if tx.rowcount != 1:
-                return False
-            if tx.dialect == "postgresql":
+            for delta in deltas:
                 tx.execute(
-                    "UPDATE product_totals SET quantity = quantity + ?,"
-                    " total_price = total_price + ?::numeric, orders = orders + 1, updated_at = ?"
-                    " WHERE product = ?",
-                    (delta.quantity, str(delta.amount), now, delta.product),
+                    "INSERT INTO applied_orders (order_id, product, quantity, amount, applied_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+                    (delta.order_id, delta.product, delta.quantity, str(delta.amount), now),
                 )
-            else:
-                # BEGIN IMMEDIATE holds SQLite's write lock, so read-modify-write is safe here.
-                quantity, total = tx.execute(
-                    "SELECT quantity, total_price FROM product_totals WHERE product = ?",
-                    (delta.product,),
-                ).fetchone()
-                tx.execute(
-                    "UPDATE product_totals SET quantity = ?, total_price = ?,"
-                    " orders = orders + 1, updated_at = ? WHERE product = ?",
-                    (
-                        int(quantity) + delta.quantity,
-                        str(Decimal(total) + delta.amount),
-                        now,
-                        delta.product,
-                    ),
-                )
-            return True
+                applied.append(tx.rowcount == 1)
+                if applied[-1]:
+                    quantity, amount, orders = added.get(delta.product, (0, Decimal(0), 0))
+                    added[delta.product] = (
+                        quantity + delta.quantity,
+                        amount + delta.amount,
+                        orders + 1,
+                    )
+            for product, (quantity, amount, orders) in sorted(added.items()):
+                _add_to_totals(tx, product, quantity, amount, orders, now)
+        return applied
 
     def count(self) -> int:
         """How many orders the totals count: the read side's position against the write log."""
