@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from flask import Flask
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
 
 import command_order
 import dispatcher
@@ -18,7 +16,7 @@ import order_db
 import process_data
 import query_order
 import stats_order_db
-from cqrs_common.client import Client
+from cqrs_common.client import Client, Headers, Response
 from cqrs_common.config import Settings
 from cqrs_common.db import Database
 from cqrs_common.roles import DISPATCHER, ORDER_DB, ROLES, STATS_ORDER_DB
@@ -43,11 +41,10 @@ def host(role: str) -> str:
     return f"http://{role}.test:80"
 
 
-class Router(BaseAdapter):
-    """A requests transport that hands each request to the app named by its host."""
+class Router:
+    """A client transport that hands each call to the app named by its host."""
 
     def __init__(self, apps: dict[str, Flask]) -> None:
-        super().__init__()
         self.apps = apps
         self.seen: list[tuple[str, str, str, dict[str, str]]] = []  # (role, method, path, headers)
         self.down: set[str] = set()  # roles that refuse connections
@@ -55,39 +52,38 @@ class Router(BaseAdapter):
         self.status: dict[str, int] = {}  # roles that answer every request with this status
         self.lose: set[str] = set()  # roles whose next answer is lost after they acted on it
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        url = urlsplit(request.url)
-        role = url.hostname.removesuffix(".test") if url.hostname else ""
+    def urlopen(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
+    ) -> Response:
+        parts = urlsplit(url)
+        role = parts.hostname.removesuffix(".test") if parts.hostname else ""
         if role in self.down or role not in self.apps:
-            raise requests.ConnectionError(f"{role} is down")
-        headers = dict(request.headers)
-        self.seen.append((role, request.method or "GET", url.path, headers))
+            raise ConnectionRefusedError(f"{role} is down")
+        path = parts.path or "/"
+        self.seen.append((role, method, path, dict(headers)))
         if role in self.refuse:
-            return self._answer(request, 400, b'{"title": "refused for the test"}')
+            return _json_answer(url, 400, b'{"title": "refused for the test"}')
         if role in self.status:
-            return self._answer(request, self.status[role], b'{"title": "set by the test"}')
+            return _json_answer(url, self.status[role], b'{"title": "set by the test"}')
         answer = self.apps[role].test_client().open(
-            url.path, method=request.method, headers=headers, data=request.body,
-            query_string=url.query,
-        )  # fmt: skip
+            path, method=method, headers=dict(headers), data=body, query_string=parts.query
+        )
         if role in self.lose:
             self.lose.discard(role)
-            raise requests.ReadTimeout(f"{role} acted, but its answer was lost")
-        return self._answer(request, answer.status_code, answer.get_data(), dict(answer.headers))
-
-    @staticmethod
-    def _answer(request: requests.PreparedRequest, status: int, body: bytes,
-                headers: dict[str, str] | None = None) -> requests.Response:  # fmt: skip
-        response = requests.Response()
-        response.status_code = status
-        response._content = body
-        response.headers = CaseInsensitiveDict(headers or {"Content-Type": "application/json"})
-        response.url = request.url or ""
-        response.request = request
-        return response
+            raise TimeoutError(f"{role} acted, but its answer was lost")
+        return Response(answer.status_code, answer.get_data(), Headers(answer.headers), url)
 
     def close(self) -> None:
         pass
+
+
+def _json_answer(url: str, status: int, body: bytes) -> Response:
+    return Response(status, body, Headers({"Content-Type": "application/json"}), url)
 
 
 @dataclass
@@ -113,8 +109,7 @@ def build(tmp_path: Path) -> Shop:
     stores = {ORDER_DB.name: orders, STATS_ORDER_DB.name: stats}
     for role in ROLES:
         env = {**wiring(role, host, "unused:" if role.store else None), "RELAY_ENABLED": "0"}
-        client = Client()
-        client.session.mount("http://", router)
+        client = Client(transport=router)
         settings = Settings.from_env(role.name, env)
         adapters: dict[str, Any] = {}
         if role.name == DISPATCHER.name:

@@ -180,9 +180,7 @@ def test_process_data_passes_each_deltas_fate_back(shop: Shop) -> None:
 def test_a_batch_is_split_to_fit_the_body_limit() -> None:
     apps: dict[str, Flask] = {"sink": scripted_receiver([200] * 100)}
     router = Router(apps)
-    client = Client()
-    client.session.mount("http://", router)
-    publisher = Publisher(host("sink"), client, batch_size=100)
+    publisher = Publisher(host("sink"), Client(transport=router), batch_size=100)
     big = [
         new_event(events.STATS_DELTA, "/t", f"o-{i}", {"orderId": f"o-{i}", "pad": "x" * 3000})
         for i in range(60)
@@ -194,10 +192,8 @@ def test_a_batch_is_split_to_fit_the_body_limit() -> None:
 
 
 def test_a_whole_batch_refused_or_unreachable_is_every_events_outcome() -> None:
-    client = Client()
     router = Router({})
-    client.session.mount("http://", router)
-    publisher = Publisher(host("sink"), client, batch_size=10)
+    publisher = Publisher(host("sink"), Client(transport=router), batch_size=10)
     two = [delta("o-1"), delta("o-2")]
     down = publisher.send_all(two)
     assert all(isinstance(o, UpstreamError) for o in down) and len(down) == 2

@@ -1,10 +1,11 @@
 """Calls between roles: timeouts within the request's budget, pooled connections, bounded retries
 at the edge only, trace headers passed on.
 
-Plain-HTTP calls go through a small keep-alive pool of http.client connections: a call through
-requests' full stack cost about ten times the CPU, and every order makes four of these calls.
-The answer is still a requests.Response, and a transport mounted on the session (the in-process
-tests mount one) still gets every call.
+Calls go through a small keep-alive pool of http.client connections (ConnectionPool), the
+client's transport: a call through requests' full stack cost about ten times the CPU, and every
+order makes four of these calls; and not importing requests (with urllib3, charset_normalizer,
+idna) starts a role sooner and leaves it smaller (make bench). A test gives a Client a transport
+of its own (one that hands each call to an app in the same process).
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ import copy
 import http.client
 import json as jsonlib
 import logging
+import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
-
-import requests
-from requests.adapters import BaseAdapter, HTTPAdapter
-from requests.structures import CaseInsensitiveDict
 
 from cqrs_common import tracing
 from cqrs_common.config import Settings
@@ -81,21 +79,78 @@ def forward_headers() -> dict[str, str]:
     return tracing.served_headers(TRACE_HEADERS)
 
 
-class ConnectionPool(BaseAdapter):
-    """Keep-alive http.client connections per host, for plain HTTP between the roles."""
+class Headers(dict[str, str]):
+    """Header names are case-insensitive: kept and looked up in lower case."""
+
+    def __init__(self, pairs: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        items = pairs.items() if isinstance(pairs, Mapping) else pairs
+        super().__init__((name.lower(), value) for name, value in items)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
+@dataclass
+class Response:
+    """An answer: status, headers, body."""
+
+    status_code: int
+    content: bytes = b""
+    headers: Headers = field(default_factory=Headers)
+    url: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not."""
+        return jsonlib.loads(self.content)
+
+
+class Transport(Protocol):
+    """What carries a call: one exchange, or OSError / http.client.HTTPException."""
+
+    def urlopen(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
+    ) -> Response: ...
+
+    def close(self) -> None: ...
+
+
+class ConnectionPool:
+    """Keep-alive http.client connections per scheme, host and port."""
 
     def __init__(self, maxsize: int) -> None:
-        super().__init__()
         self.maxsize = maxsize
-        self._idle: dict[tuple[str, int], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
 
-    def _take(self, key: tuple[str, int]) -> http.client.HTTPConnection | None:
+    def _new(self, key: tuple[str, str, int], timeout: float) -> http.client.HTTPConnection:
+        scheme, host, port = key
+        if scheme == "https":
+            self._tls = self._tls or ssl.create_default_context()
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def _take(self, key: tuple[str, str, int]) -> http.client.HTTPConnection | None:
         with self._lock:
             idle = self._idle.get(key)
             return idle.pop() if idle else None
 
-    def _give_back(self, key: tuple[str, int], conn: http.client.HTTPConnection) -> None:
+    def _give_back(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
         with self._lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < self.maxsize:
@@ -110,16 +165,19 @@ class ConnectionPool(BaseAdapter):
         body: bytes | None,
         headers: Mapping[str, str],
         timeout: tuple[float, float],
-    ) -> requests.Response:
+    ) -> Response:
         """One exchange; raises OSError or http.client.HTTPException when it fails."""
         parts = urlsplit(url)
-        key = (parts.hostname or "", parts.port or 80)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise http.client.InvalidURL(f"not an http(s) URL: {url}")
+        key = (scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80))
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn = self._take(key)
         reused = conn is not None
         while True:
             if conn is None:
-                conn = http.client.HTTPConnection(key[0], key[1], timeout=timeout[0])
+                conn = self._new(key, timeout[0])
                 conn.connect()
             conn.sock.settimeout(timeout[1])
             try:
@@ -138,25 +196,7 @@ class ConnectionPool(BaseAdapter):
             conn.close()
         else:
             self._give_back(key, conn)
-        response = requests.Response()
-        response.status_code = answer.status
-        response.reason = answer.reason
-        response.headers = CaseInsensitiveDict(answer.getheaders())
-        response._content = content
-        response.url = url
-        return response
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        """The requests transport API, for a caller that goes through the session itself."""
-        timeout = kwargs.get("timeout") or (2.0, 10.0)
-        if not isinstance(timeout, tuple):
-            timeout = (timeout, timeout)
-        body = request.body.encode() if isinstance(request.body, str) else request.body
-        response = self.urlopen(
-            request.method or "GET", request.url or "", body, request.headers, timeout
-        )
-        response.request = request
-        return response
+        return Response(answer.status, content, Headers(answer.getheaders()), url)
 
     def close(self) -> None:
         with self._lock:
@@ -181,15 +221,14 @@ class Client:
         retries: int = 3,
         backoff: float = 0.1,
         pool_size: int = 32,
+        transport: Transport | None = None,
     ) -> None:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxies between roles; and reading them costs
-        # No retries below this class: they would multiply with its own.
-        self.session.mount("https://", HTTPAdapter(pool_connections=8, pool_maxsize=pool_size))
-        self.session.mount("http://", ConnectionPool(pool_size))
+        # No proxies between roles, and no retries below this class: they would multiply with
+        # its own.
+        self.transport: Transport = transport or ConnectionPool(pool_size)
         # Who this role is to the one it calls: a token per target (cqrs_common.tokens).
         self.credentials: Callable[[str], Mapping[str, str]] | None = None
 
@@ -204,7 +243,7 @@ class Client:
         params: Mapping[str, Any] | None = None,
         timeout: tuple[float, float] | None = None,
         deadline: Deadline | None = None,
-    ) -> requests.Response:
+    ) -> Response:
         """One call with retries: connection failures and RETRY_STATUSES, at most `retries` more
         tries, the first at once, then backoff doubling up to 2 s (or the peer's Retry-After),
         never past the deadline (the given one, else the served request's). Each try carries the
@@ -227,8 +266,8 @@ class Client:
             last = attempt == self.retries
             try:
                 response = self._send(call, (min(connect, budget), budget))
-            except (OSError, http.client.HTTPException, requests.RequestException) as exc:
-                if isinstance(exc, (TimeoutError, requests.Timeout)) and budget < read:
+            except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, TimeoutError) and budget < read:
                     detail = "no answer within the request's budget"
                     raise DeadlineExceededError(call.url, detail) from None
                 if last or not _time_for(deadline, delay):
@@ -242,18 +281,12 @@ class Client:
             time.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _send(self, call: _Call, timeout: tuple[float, float]) -> requests.Response:
+    def _send(self, call: _Call, timeout: tuple[float, float]) -> Response:
         """One try, in a CLIENT span of its own when tracing is on (its traceparent replaces
         the one forwarded from the served request)."""
-        transport = self.session.get_adapter(call.url)
         with tracing.outbound_span(call.method, call.url) as trace_headers:
             headers = {**call.headers, **trace_headers}
-            if isinstance(transport, ConnectionPool):
-                response = transport.urlopen(call.method, call.url, call.body, headers, timeout)
-            else:
-                response = self.session.request(
-                    call.method, call.url, data=call.body, headers=headers, timeout=timeout
-                )
+            response = self.transport.urlopen(call.method, call.url, call.body, headers, timeout)
             tracing.record_status(response.status_code)
         return response
 
@@ -281,7 +314,7 @@ class Client:
             raise UpstreamError(url, "answered something that is not JSON") from None
 
     def close(self) -> None:
-        self.session.close()
+        self.transport.close()
 
 
 @dataclass
@@ -312,7 +345,7 @@ class _Call:
         return cls(method, url, data.encode() if isinstance(data, str) else data, sent)
 
 
-def _retry_after(response: requests.Response, delay: float) -> float:
+def _retry_after(response: Response, delay: float) -> float:
     """The peer's own Retry-After (seconds, at most 10) on a 429 or 503, else our backoff."""
     retry_after = response.headers.get("Retry-After", "")
     if response.status_code in (429, 503) and retry_after.isdigit():
