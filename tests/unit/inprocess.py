@@ -16,9 +16,10 @@ import order_db
 import process_data
 import query_order
 import stats_order_db
-from cqrs_common.client import Client, Headers, Response
+from cqrs_common.client import Client
 from cqrs_common.config import Settings
 from cqrs_common.db import Database
+from cqrs_common.http1 import Headers, Response
 from cqrs_common.roles import DISPATCHER, ORDER_DB, ROLES, STATS_ORDER_DB
 from devtools.stack import wiring
 from dispatcher import Gateway
@@ -70,8 +71,10 @@ class Router:
             return _json_answer(url, 400, b'{"title": "refused for the test"}')
         if role in self.status:
             return _json_answer(url, self.status[role], b'{"title": "set by the test"}')
-        answer = self.apps[role].test_client().open(
-            path, method=method, headers=dict(headers), data=body, query_string=parts.query
+        answer = (
+            self.apps[role]
+            .test_client()
+            .open(path, method=method, headers=dict(headers), data=body, query_string=parts.query)
         )
         if role in self.lose:
             self.lose.discard(role)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
+import re
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cqrs_common.client import Client, Headers, UpstreamError
+from cqrs_common.client import Client, UpstreamError
+from cqrs_common.http1 import ConnectionPool, Headers
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -74,3 +78,70 @@ def test_headers_are_case_insensitive() -> None:
     headers = Headers([("Retry-After", "3")])
     assert headers["retry-after"] == headers.get("RETRY-AFTER") == "3"
     assert headers.get("Location") is None and 5 not in headers
+
+
+# -- the HTTP/1.1 framing itself, against answers written byte by byte ---------------------------
+
+
+def raw_server(answers: list[bytes]) -> tuple[str, list[bytes]]:
+    """A peer that answers each request on one connection with the next of `answers` as given,
+    and closes after the last. Returns its URL and the requests it read."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    got: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            reader = conn.makefile("rb")
+            for answer in answers:
+                head = b"".join(iter(lambda: reader.readline(), b"\r\n"))
+                length = re.search(rb"(?i)content-length: (\d+)", head)
+                got.append(head + b"\r\n" + reader.read(int(length.group(1)) if length else 0))
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", got
+
+
+def test_chunked_bodies_interim_answers_and_closing_peers_are_read_right() -> None:
+    url, got = raw_server([
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4;ext=1\r\n{\"a\"\r\n5\r\n: 1}\n\r\n0\r\nX-Trailer: t\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.0 201 Created\r\nContent-Type: application/json\r\n\r\n[1, 2]",
+    ])  # fmt: skip
+    pool = ConnectionPool(4)
+    first = pool.urlopen("POST", f"{url}/x?q=1", b"{}", {"X-A": "1"}, (1.0, 2.0))
+    assert (first.status_code, first.json()) == (200, {"a": 1})
+    second = pool.urlopen("GET", url, None, {}, (1.0, 2.0))
+    assert (second.status_code, second.content) == (204, b"")
+    third = pool.urlopen("GET", url, None, {}, (1.0, 2.0))  # its body runs until the close
+    assert (third.status_code, third.json()) == (201, [1, 2])
+    assert got[0].startswith(b"POST /x?q=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"X-A: 1\r\n" in got[0] and got[0].endswith(b"Content-Length: 2\r\n\r\n{}")
+    assert got[1].startswith(b"GET / HTTP/1.1\r\n") and b"Content-Length" not in got[1]
+    assert len(got) == 3  # all three went over the one connection
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",  # closed without answering
+        b"SMTP ready\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_a_broken_answer_is_an_error_not_a_response(answer: bytes) -> None:
+    url, _ = raw_server([answer])
+    with pytest.raises((OSError, http.client.HTTPException)):
+        ConnectionPool(1).urlopen("GET", url, None, {}, (1.0, 2.0))
+
+
+def test_a_header_that_would_split_the_request_is_never_sent() -> None:
+    url, got = raw_server([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    with pytest.raises(ValueError, match="invalid header"):
+        ConnectionPool(1).urlopen("GET", url, None, {"X-A": "1\r\nX-Evil: 1"}, (1.0, 2.0))
+    assert got == []

@@ -1,7 +1,7 @@
 """Calls between roles: timeouts within the request's budget, pooled connections, bounded retries
 at the edge only, trace headers passed on.
 
-Calls go through a small keep-alive pool of http.client connections (ConnectionPool), the
+Calls go through a small keep-alive pool of HTTP/1.1 connections (cqrs_common.http1), the
 client's transport: a call through requests' full stack cost about ten times the CPU, and every
 order makes four of these calls; and not importing requests (with urllib3, charset_normalizer,
 idna) starts a role sooner and leaves it smaller (make bench). A test gives a Client a transport
@@ -14,17 +14,16 @@ import copy
 import http.client
 import json as jsonlib
 import logging
-import ssl
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
 
 from cqrs_common import tracing
 from cqrs_common.config import Settings
 from cqrs_common.deadline import BUDGET_HEADER, MIN_CALL, Deadline
+from cqrs_common.http1 import ConnectionPool, Response, Transport
 from cqrs_common.tokens import outbound_credentials
 
 logger = logging.getLogger(__name__)
@@ -77,133 +76,6 @@ def current_deadline() -> Deadline | None:
 def forward_headers() -> dict[str, str]:
     """The trace headers of the request being served, if any, to put on an outbound call."""
     return tracing.served_headers(TRACE_HEADERS)
-
-
-class Headers(dict[str, str]):
-    """Header names are case-insensitive: kept and looked up in lower case."""
-
-    def __init__(self, pairs: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
-        items = pairs.items() if isinstance(pairs, Mapping) else pairs
-        super().__init__((name.lower(), value) for name, value in items)
-
-    def __getitem__(self, name: str) -> str:
-        return super().__getitem__(name.lower())
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and super().__contains__(name.lower())
-
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        return super().get(name.lower(), default)
-
-
-@dataclass
-class Response:
-    """An answer: status, headers, body."""
-
-    status_code: int
-    content: bytes = b""
-    headers: Headers = field(default_factory=Headers)
-    url: str = ""
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
-    def json(self) -> Any:
-        """The body as JSON; ValueError when it is not."""
-        return jsonlib.loads(self.content)
-
-
-class Transport(Protocol):
-    """What carries a call: one exchange, or OSError / http.client.HTTPException."""
-
-    def urlopen(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        timeout: tuple[float, float],
-    ) -> Response: ...
-
-    def close(self) -> None: ...
-
-
-class ConnectionPool:
-    """Keep-alive http.client connections per scheme, host and port."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
-        self._lock = threading.Lock()
-        self._tls: ssl.SSLContext | None = None
-
-    def _new(self, key: tuple[str, str, int], timeout: float) -> http.client.HTTPConnection:
-        scheme, host, port = key
-        if scheme == "https":
-            self._tls = self._tls or ssl.create_default_context()
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
-        return http.client.HTTPConnection(host, port, timeout=timeout)
-
-    def _take(self, key: tuple[str, str, int]) -> http.client.HTTPConnection | None:
-        with self._lock:
-            idle = self._idle.get(key)
-            return idle.pop() if idle else None
-
-    def _give_back(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            idle = self._idle.setdefault(key, [])
-            if len(idle) < self.maxsize:
-                idle.append(conn)
-                return
-        conn.close()
-
-    def urlopen(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        timeout: tuple[float, float],
-    ) -> Response:
-        """One exchange; raises OSError or http.client.HTTPException when it fails."""
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise http.client.InvalidURL(f"not an http(s) URL: {url}")
-        key = (scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80))
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        conn = self._take(key)
-        reused = conn is not None
-        while True:
-            if conn is None:
-                conn = self._new(key, timeout[0])
-                conn.connect()
-            conn.sock.settimeout(timeout[1])
-            try:
-                conn.request(method, path, body=body, headers=dict(headers))
-                answer = conn.getresponse()
-                content = answer.read()
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                if not reused or isinstance(exc, TimeoutError):
-                    raise
-                # The peer closed an idle keep-alive connection: try once on a new one.
-                conn, reused = None, False
-                continue
-            break
-        if answer.will_close:
-            conn.close()
-        else:
-            self._give_back(key, conn)
-        return Response(answer.status, content, Headers(answer.getheaders()), url)
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, {}
-        for conns in idle.values():
-            for conn in conns:
-                conn.close()
 
 
 class Client:
