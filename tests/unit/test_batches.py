@@ -21,6 +21,7 @@ from cqrs_common.cloudevents_io import (
 )
 from cqrs_common.config import ConfigError, Settings
 from cqrs_common.limits import MAX_BODY_BYTES
+from cqrs_common.receiver import batch_status
 from tests.unit.inprocess import Router, Shop, host, relay
 
 ORDER = {"product": "apple", "quantity": 3, "unitPrice": "1.50"}
@@ -65,7 +66,8 @@ def test_a_batch_is_answered_event_by_event_and_counted_once(shop: Shop) -> None
     body = json.loads(batch_body(batch))
     body.append("not an event")
     response = post_batch(app, json.dumps(body))
-    assert response.status_code == 200, response.data
+    # The batch's own status is its first refusal's: a sender reading only that loses nothing.
+    assert response.status_code == 400, response.data
     results = response.get_json()["results"]
     assert [r["status"] for r in results] == [200, 200, 400, 200, 400, 400, 400]
     assert [r["id"] for r in results[:6]] == [event.get_id() for event in batch]
@@ -78,7 +80,9 @@ def test_a_batch_is_answered_event_by_event_and_counted_once(shop: Shop) -> None
     assert totals["ordersCounted"] == 2
     assert totals["products"]["pear"] == {"quantity": 3, "totalPrice": "1.80"}
     # Delivered again, whole: nothing is counted twice.
-    again = post_batch(app, batch_body(batch[:2])).get_json()["results"]
+    again_answer = post_batch(app, batch_body(batch[:2]))
+    assert again_answer.status_code == 200
+    again = again_answer.get_json()["results"]
     assert [r["body"]["status"] for r in again] == ["duplicate", "duplicate"]
     assert shop.stats.totals()["ordersCounted"] == 2
 
@@ -201,6 +205,34 @@ def test_a_whole_batch_refused_or_unreachable_is_every_events_outcome() -> None:
     router.refuse.add("sink")
     refused = publisher.send_all(two)
     assert all(isinstance(o, RejectedEventError) and o.status == 400 for o in refused)
+
+
+def test_a_batch_with_an_event_failed_for_now_is_a_503_to_send_again(shop: Shop) -> None:
+    place(shop, 2)
+    shop.router.down.add("stats-order-db")  # process-data's deltas cannot go on
+    response = post_batch(shop.apps["process-data"], batch_body([
+        new_event(events.ORDER_RECORDED, "/t", row["subject"], data)
+        for row, data in zip(shop.orders.outbox("pending"), _recorded(shop), strict=True)
+    ]))  # fmt: skip
+    assert response.status_code == 503
+    assert [r["status"] for r in response.get_json()["results"]] == [503, 503]
+    assert batch_status([200, 400, 422]) == 400 and batch_status([422, 400]) == 422
+    assert batch_status([200, 429, 400]) == 503 and batch_status([]) == 200
+
+
+def _recorded(shop: Shop) -> list[dict[str, Any]]:
+    client = shop.apps["order-db"].test_client()
+    return client.get("/orders").get_json()["orders"]
+
+
+def test_a_receiver_that_answers_a_batch_without_results_is_taken_at_its_status() -> None:
+    sink = Flask("sink")
+    sink.add_url_rule("/", "any", lambda: ("", 202), methods=["POST"])
+    router = Router({"sink": sink})
+    publisher = Publisher(host("sink"), Client(transport=router), batch_size=10)
+    assert publisher.send_all([delta("o-1"), delta("o-2")]) == [None, None]
+    router.status["sink"] = 503
+    assert all(isinstance(o, UpstreamError) for o in publisher.send_all([delta("o-1")] * 2))
 
 
 @pytest.mark.parametrize("value", ["0", "101", "ten", "-1"])

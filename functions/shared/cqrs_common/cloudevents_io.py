@@ -1,9 +1,11 @@
 """CloudEvents over HTTP: read an event from a request (binary or structured) or a batch of them
 (batched content mode), send one (binary) or a batch.
 
-A batch is answered 200 with one result per event, in the batch's order: the status and body the
+A batch is answered with one result per event, in the batch's order: the status and body the
 event alone would have been answered, so each event keeps its own fate (a refused one is parked,
-a failed one retried, the others done). Whole-request statuses still mean the whole batch.
+a failed one retried, the others done); the batch's own status is the most severe of them
+(cqrs_common.receiver). An answer without results (a receiver that is not one of the roles)
+means what its status says, for every event.
 """
 
 from __future__ import annotations
@@ -227,10 +229,10 @@ class Publisher:
             logger.warning("%s takes no batches: sending one event per request", self.sink)
             self._singles_until = time.monotonic() + BATCH_REFUSED_FOR
             return [self._send_one(event) for event in events]
-        failure = _failure(self._sink(), response.status_code, response.text)
-        if failure is not None:
-            return [failure] * len(events)
-        return _batch_outcomes(self._sink(), response.text, len(events))
+        outcomes = _batch_outcomes(self._sink(), response.text, len(events))
+        if outcomes is not None:
+            return outcomes
+        return [_failure(self._sink(), response.status_code, response.text)] * len(events)
 
 
 def _failure(sink: str, status: int, text: str) -> Exception | None:
@@ -243,18 +245,18 @@ def _failure(sink: str, status: int, text: str) -> Exception | None:
     return UpstreamError(sink, f"answered {status}: {detail}", status)
 
 
-def _batch_outcomes(sink: str, text: str, count: int) -> list[Outcome]:
-    """Each event's outcome from a batch's 2xx answer. A receiver that gave no results (not one
-    of the shop's roles) took them all; results that do not match the batch are all retried."""
+def _batch_outcomes(sink: str, text: str, count: int) -> list[Outcome] | None:
+    """Each event's outcome from the results of a batch's answer, whatever the batch's own
+    status; None when the answer has none (a receiver that is not one of the shop's roles: its
+    status then stands for every event). Results that do not match the batch are all retried."""
     try:
         results = json.loads(text).get("results") if text else None
     except (ValueError, AttributeError):
         results = None
     if results is None:
-        return [None] * count
+        return None
     if not isinstance(results, list) or len(results) != count:
-        error = UpstreamError(sink, "answered a batch with results that do not match it")
-        return [error] * count
+        return [UpstreamError(sink, "answered a batch with results that do not match it")] * count
     outcomes: list[Outcome] = []
     for result in results:
         status = result.get("status") if isinstance(result, dict) else None

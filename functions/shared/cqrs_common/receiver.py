@@ -1,10 +1,13 @@
 """Receiving CloudEvents: one route, `POST /` (the Knative convention), and a handler per event
 type that is a plain function of the event's data, so it can be tested without HTTP.
 
-A batch (batched content mode) is answered 200 with each event's own result, in order:
+A batch (batched content mode) is answered with each event's own result, in order:
 `{"results": [{"id", "status", "body"}]}`, status and body being what the event alone would have
-been answered. A type may also have a batch handler, which takes the data of all the batch's
-events of that type at once (one store transaction, one call out for all of them).
+been answered. The batch's own status is the most severe of them, so a sender that reads only
+the status loses nothing: 503 if any event failed for now (send it again: the receivers are
+idempotent), else the first refusal's 4xx if any was refused, else 200. A type may also have a
+batch handler, which takes the data of all the batch's events of that type at once (one store
+transaction, one call out for all of them).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 
 from cqrs_common import events, tracing
 from cqrs_common.cloudevents_io import (
+    RETRYABLE_4XX,
     BadEventError,
     event_data,
     event_log_fields,
@@ -64,10 +68,18 @@ def receive_events(
     @app.post("/")
     def receive() -> tuple[Response, int]:
         if is_batch(request.headers):
-            return jsonify(results=receiver.batch(request.get_data(cache=True))), 200
+            results = receiver.batch(request.get_data(cache=True))
+            return jsonify(results=results), batch_status([r["status"] for r in results])
         event = incoming_event()
         body, status = receiver.one(event)
         return jsonify(body), status
+
+
+def batch_status(statuses: Sequence[int]) -> int:
+    """A batch's status from its events': the most severe (the module's docstring)."""
+    if any(status >= 500 or status in RETRYABLE_4XX for status in statuses):
+        return 503
+    return next((status for status in statuses if status >= 400), 200)
 
 
 class _Receiver:
