@@ -4,6 +4,7 @@ the deltas on to stats-order-db as one batch; each event keeps its own fate."""
 from __future__ import annotations
 
 import json
+import logging
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +22,7 @@ from cqrs_common.cloudevents_io import (
 )
 from cqrs_common.config import ConfigError, Settings
 from cqrs_common.limits import MAX_BODY_BYTES
+from cqrs_common.logs import JsonFormatter
 from cqrs_common.receiver import batch_status
 from tests.unit.inprocess import Router, Shop, host, relay
 
@@ -101,10 +103,16 @@ def test_a_batch_that_is_not_an_array_is_a_400_and_an_empty_one_does_nothing(
     assert shop.stats.totals()["ordersCounted"] == 0
 
 
-def test_the_relay_sends_what_is_due_in_one_request_per_hop(shop: Shop) -> None:
+def test_the_relay_sends_what_is_due_in_one_request_per_hop(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
     place(shop, 5)
     shop.router.seen.clear()
-    assert relay(shop.apps) == {"sent": 5, "delayed": 0, "parked": 0}
+    with caplog.at_level(logging.INFO, logger="cqrs"):
+        assert relay(shop.apps) == {"sent": 5, "delayed": 0, "parked": 0}
+    # The access line of a batch says how many events it held.
+    (line,) = [r for r in caplog.records if r.name == "cqrs.process-data.access"]
+    assert json.loads(JsonFormatter("process-data").format(line))["ce_batch"] == 5
     for role in ("process-data", "stats-order-db"):
         posts = posts_to(shop, role)
         assert len(posts) == 1, role

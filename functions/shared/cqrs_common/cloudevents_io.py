@@ -110,7 +110,11 @@ def read_batch(body: bytes) -> list[BaseCloudEvent | BadEventError]:
 
 def batch_body(events: Sequence[BaseCloudEvent]) -> bytes:
     """A batch in the JSON event format's batched mode."""
-    return b"[" + b",".join(_FORMAT.write(event) for event in events) + b"]"
+    return _joined([_FORMAT.write(event) for event in events])
+
+
+def _joined(encoded: Sequence[bytes]) -> bytes:
+    return b"[" + b",".join(encoded) + b"]"
 
 
 def event_data(event: BaseCloudEvent) -> Any:
@@ -221,7 +225,7 @@ class Publisher:
         try:
             response = self.client.request(
                 "POST", self._sink(), headers={"Content-Type": BATCH_CONTENT_TYPE},
-                data=b"[" + b",".join(encoded) + b"]",
+                data=_joined(encoded),
             )  # fmt: skip
         except UpstreamError as exc:
             return [exc] * len(events)

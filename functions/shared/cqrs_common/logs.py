@@ -17,6 +17,7 @@ FIELDS = (
     "ce_type",
     "ce_source",
     "subject",
+    "ce_batch",
     "method",
     "path",
     "status",
