@@ -216,6 +216,12 @@ def test_direct_k_sink_chain_follows_the_contract() -> None:
         assert sink == (local_url(role.sink) if role.sink else None), role.name
 
 
+def settings_of(role: str, wired: dict[str, Any]) -> Settings:
+    """What the role reads from its container's environment (a Secret's value stands in)."""
+    given = {k: v if isinstance(v, str) else "from-a-secret" for k, v in wired.items()}
+    return Settings.from_env(role, given)
+
+
 @pytest.mark.parametrize("overlay", ["direct", "eventing"])
 def test_every_role_gets_the_wiring_it_cannot_start_without(overlay: str) -> None:
     # cqrs_common.roles is the topology; a role missing a variable stops at start (ConfigError).
@@ -224,8 +230,7 @@ def test_every_role_gets_the_wiring_it_cannot_start_without(overlay: str) -> Non
         wired = env(services[role.service])
         for peer in role.peers:
             assert wired.get(ROLES_BY_NAME[peer].url_env) == local_url(peer), (role.name, peer)
-        given = {k: v if isinstance(v, str) else "from-a-secret" for k, v in wired.items()}
-        Settings.from_env(role.name, given)  # raises ConfigError naming what is missing
+        settings_of(role.name, wired)  # raises ConfigError naming what is missing
 
 
 @pytest.mark.parametrize(("overlay", "size"), [("direct", SINK_BATCH), ("eventing", 1)])
@@ -234,10 +239,7 @@ def test_events_are_batched_only_to_a_role(overlay: str, size: int) -> None:
     # process-data are the producers that ever have several events ready at once.
     services = ksvcs(build(f"knative/overlays/{overlay}"))
     for role in ROLES:
-        wired = env(services[role.service])
-        settings = Settings.from_env(role.name, {k: "x" for k in wired} | {
-            k: v for k, v in wired.items() if isinstance(v, str)
-        })  # fmt: skip
+        settings = settings_of(role.name, env(services[role.service]))
         expected = size if role.name in ("order-db", "process-data") else 1
         assert settings.sink_batch_size == expected, (overlay, role.name)
 

@@ -23,7 +23,6 @@ from order_db.store import OrderStore, OutboxRow
 
 logger = logging.getLogger(__name__)
 
-BATCH = SINK_BATCH
 LEASE_SECONDS = 30.0
 SENDERS = 8  # deliveries in flight at once, as many as a receiver's containerConcurrency
 MAX_ATTEMPTS = 50  # with a 60 s ceiling, about 45 minutes of trying before a row is parked
@@ -67,7 +66,7 @@ class OutboxRelay:
         while not DRAINING.is_set():  # a stopping process claims nothing new
             token = f"{self.owner}/{uuid.uuid4().hex}"
             self._claims.add(token)
-            rows = self.store.claim_due(BATCH, LEASE_SECONDS, token)
+            rows = self.store.claim_due(SINK_BATCH, LEASE_SECONDS, token)
             outcomes = self._deliver_all(rows)
             sent = [row.id for row, error in zip(rows, outcomes, strict=True) if error is None]
             self.store.mark_sent(sent)
@@ -76,7 +75,7 @@ class OutboxRelay:
                 if error is not None:
                     counts[self._record_failure(row, error)] += 1
             self._claims.discard(token)
-            if len(rows) < BATCH:
+            if len(rows) < SINK_BATCH:
                 break
         metrics.count_deliveries(counts)
         return counts

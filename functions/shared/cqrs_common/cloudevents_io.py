@@ -60,8 +60,8 @@ Outcome = Exception | None
 
 
 def is_batch(headers: Mapping[str, str]) -> bool:
-    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
-    return content_type.lower().startswith(BATCH_CONTENT_TYPE)
+    """`headers`: a request's (names case-insensitive) or a dict with lower-case names."""
+    return headers.get("content-type", "").lower().startswith(BATCH_CONTENT_TYPE)
 
 
 def read_event(headers: dict[str, str], body: bytes) -> BaseCloudEvent:
