@@ -90,11 +90,17 @@ def raw_server(answers: list[bytes]) -> tuple[str, list[bytes]]:
     got: list[bytes] = []
 
     def serve() -> None:
+        listener.settimeout(10)  # a test that never connects does not leave this thread behind
         conn, _ = listener.accept()
         with conn, listener:
             reader = conn.makefile("rb")
             for answer in answers:
-                head = b"".join(iter(lambda: reader.readline(), b"\r\n"))
+                lines: list[bytes] = []
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    lines.append(line)
+                if not line:  # the client closed the connection
+                    return
+                head = b"".join(lines)
                 length = re.search(rb"(?i)content-length: (\d+)", head)
                 got.append(head + b"\r\n" + reader.read(int(length.group(1)) if length else 0))
                 conn.sendall(answer)

@@ -249,6 +249,9 @@ class ConnectionPool:
                 # The peer closed an idle keep-alive connection: try once on a new one.
                 conn, reused = None, False
                 continue
+            except BaseException:  # a request refused before sending (a bad header): no leak
+                conn.close()
+                raise
             break
         if keep:
             self._give_back(key, conn)
