@@ -40,10 +40,15 @@ help:
 	@echo "  test             every test"
 	@echo "  test-unit | test-integration | test-faults | test-browser | test-observability"
 	@echo "  test-cluster | test-images | test-upstream | test-tekton     the cluster side's checks"
+	@echo "  test-live        the shop on the project's own cluster (brought up if needed) KEEP_CLUSTER="
+	@echo "                   (the cluster's state: CLUSTER_DIR=var/cluster; builds: XDG_CACHE_HOME)"
 	@echo "  test-deps        install (as root) or name what the tests need beyond Python: Chromium,"
 	@echo "                   Prometheus, Go"
 	@echo ""
 	@echo "Cluster (docs/cluster.md, docs/tekton.md)"
+	@echo "  cluster-up       a Kubernetes node on this machine, Knative, the shop (make deploy);"
+	@echo "                   var/cluster/kubeconfig, var/cluster/ingress (as root)"
+	@echo "  cluster-down     stop and remove all of it"
 	@echo "  images           build the six images cqrs-<role>:TAG    TAG=<commit, 12 hex> REGISTRY="
 	@echo "                   ENGINE=<docker|podman|buildah> BASE_IMAGE= BUILD_FLAGS= ROLES=<all six>"
 	@echo "  push             push them to REGISTRY                   REGISTRY=docker.io/<user> TAG"
@@ -198,6 +203,19 @@ test-images: venv
 # proxy on first use (minutes) and caches them under ~/.cache/cqrs-shop.
 test-upstream: venv test-deps
 	$(PY) -m pytest tests/upstream
+
+# The project's own single-node cluster (devtools/cluster, docs/cluster.md "On this machine"):
+# Kubernetes, Knative Serving and the shop, built here and run inside network namespaces of its
+# own. cluster-up runs make deploy itself; running it again changes nothing.
+.PHONY: cluster-up cluster-down test-live
+cluster-up: venv
+	$(PY) -m devtools.cluster up
+cluster-down: venv
+	$(PY) -m devtools.cluster down
+# The shop on that cluster: brought up first if it is not, down after unless KEEP_CLUSTER=1.
+KEEP_CLUSTER ?=
+test-live: venv test-deps
+	KEEP_CLUSTER="$(KEEP_CLUSTER)" $(PY) -m pytest tests/live -s
 
 # The fast cluster checks: manifests, Dockerfile, scripts, smoke client.
 test-cluster: venv

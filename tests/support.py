@@ -29,8 +29,11 @@ def role_settings(role: str, **env: str) -> Settings:
     return Settings.from_env(role, {**wired, **env})
 
 
-def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
-    """Poll until `check` returns something truthy; the read side is eventually consistent."""
+def wait_for(
+    check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1, what: str = ""
+) -> T:
+    """Poll until `check` returns something truthy; the read side is eventually consistent.
+    `what` names what was awaited in the error."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -38,7 +41,7 @@ def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: flo
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"not reached within {timeout}s; last value {last!r}")
+    raise AssertionError(f"{what or 'not'} reached within {timeout}s; last value {last!r}")
 
 
 def totals(base_url: str) -> dict[str, tuple[int, Decimal]]:

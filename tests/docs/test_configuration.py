@@ -28,6 +28,8 @@ NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # Set by the Makefile for its own use, or by make itself: not knobs.
 MAKE_INTERNAL = {"SHELL", "VENV", "PY", "ROLES", "PYTHONPATH", "PATH", "CURDIR", "CLUSTER_ENV",
                  "MAKE", "MAKEFLAGS"}  # fmt: skip
+# The shell's own, which the dev tools extend or pass on rather than take as a setting.
+SYSTEM = {"PATH"}
 
 
 def _files(roots: tuple[str, ...], suffix: str) -> Iterator[Path]:
@@ -45,7 +47,12 @@ def _is_environment(node: ast.expr) -> bool:
 
 def _read_key(node: ast.AST) -> ast.expr | None:
     """The key of an environment read, or None if `node` is not one."""
-    if isinstance(node, ast.Subscript) and _is_environment(node.value):
+    # env["X"] = ... is the code setting a child's variable, not reading one
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.ctx, ast.Load)
+        and _is_environment(node.value)
+    ):
         return node.slice
     if isinstance(node, ast.Call) and node.args:
         func = node.func
@@ -103,7 +110,7 @@ def code_variables() -> frozenset[str]:
         names |= python_reads(path)
     for path in _files(SHELL_SOURCES, ".sh"):
         names |= shell_reads(path)
-    return frozenset(names)
+    return frozenset(names - SYSTEM)
 
 
 @cache

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.upstream import gobuild
+from devtools import gobuild
 from tests.upstream.controlplane import ControlPlane
 from tests.upstream.validators import TOOLS
 

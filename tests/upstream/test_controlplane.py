@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.upstream import gobuild
+from devtools import gobuild
 from tests.upstream.controlplane import ControlPlane, KubectlError
 
 pytestmark = pytest.mark.slow

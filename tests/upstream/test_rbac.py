@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cqrs_common.roles import ROLES
-from tests.upstream import gobuild
+from devtools import gobuild
 from tests.upstream.controlplane import ControlPlane
 from tests.upstream.documents import OVERLAYS, REGISTRY, ROOT, TAG, pipeline_deploy
 from tests.upstream.standin import NAMESPACE, StandInControllers

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.upstream import gobuild
+from devtools import gobuild
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools" / "upstream"
 PROJECTS = ("knative", "tekton", "istio", "cnpg")
