@@ -14,6 +14,13 @@ import pytest
 from devtools.stack import Stack, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
+# Last in a full run: the live tier needs the most Go binaries, which CI builds in the
+# background while the other tiers run (.ci/run), and its node leaves the CPUs to them.
+LAST = REPO / "tests" / "live"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.is_relative_to(LAST))  # stable: order kept otherwise
 
 
 @pytest.fixture(scope="session")
