@@ -637,22 +637,18 @@ def run_conformance(
     *,
     wrap: Callable[[list[str]], list[str]] = list,
     server: str | None = None,
-    ingress_endpoint: str = NODE_IP,
-    skip: Sequence[str] = UPSTREAM_SKIPS,
-    run: str | None = None,
-    beta: bool = False,
-    alpha: bool = False,
-    parallel: int = 4,
     timeout: float = 3600.0,
+    **suite: Any,
 ) -> ConformanceResult:
     """Knative's KIngress conformance suite against the cluster of `kubeconfig`, with Traefik's
     ingress class: each test's outcome.
 
     `wrap` turns an argv into one that runs where the cluster's Services are reached, e.g.
     `lambda argv: node.inside(*argv)` (the node's network namespace); `server` overrides the
-    kubeconfig's API server address there. `ingress_endpoint` is the address whose node ports
-    reach the ingress (the node's). `skip` names tests of RunConformance to skip, `run` is a
-    -test.run pattern (e.g. "TestIngressConformance/basics$"), `beta`/`alpha` add those tests.
+    kubeconfig's API server address there. `suite` holds conformance_argv's other options:
+    `ingress_endpoint`, the address whose node ports reach the ingress (the node's); `skip`,
+    tests of RunConformance to skip; `run`, a -test.run pattern (e.g.
+    "TestIngressConformance/basics$"); `beta`/`alpha`, to add those tests; `parallel`.
     The suite creates its objects in TEST_NAMESPACE, which is created first if missing.
     """
     binary = conformance_binary()
@@ -666,10 +662,7 @@ def run_conformance(
         wrap([*kubectl, "apply", "-f", "-"]), input=json.dumps(namespace), text=True,
         capture_output=True, check=True, timeout=60,
     )  # fmt: skip
-    argv = conformance_argv(
-        binary, kubeconfig, server=server, ingress_endpoint=ingress_endpoint, skip=skip,
-        run=run, beta=beta, alpha=alpha, parallel=parallel, timeout=timeout,
-    )  # fmt: skip
+    argv = conformance_argv(binary, kubeconfig, server=server, timeout=timeout, **suite)
     done = subprocess.run(wrap(argv), capture_output=True, text=True, timeout=timeout + 120)
     output = done.stdout + done.stderr
     return ConformanceResult(parse_test_output(output), done.returncode, output)
