@@ -81,3 +81,15 @@ def test_huge_numbers_in_public_urls_are_no_500(shop: Shop, path: str) -> None:
     apps = shop.apps
     response = apps["dispatcher"].test_client().get(path)
     assert response.status_code < 500, response.data[:300]
+
+
+@pytest.mark.parametrize("role", RECEIVERS)
+@pytest.mark.parametrize("body", ["[1,2,3]", '"str"', "null", "7", " [] "])
+def test_a_structured_event_that_is_not_a_json_object_is_a_400(
+    shop: Shop, role: str, body: str
+) -> None:
+    client = shop.apps[role].test_client()
+    response = client.post("/", data=body, content_type="application/cloudevents+json")
+    problem = assert_problem(response, 400)
+    assert "JSON object" in problem["detail"]
+    assert stored(shop) == (0, 0)

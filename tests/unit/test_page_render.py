@@ -269,6 +269,9 @@ def test_refusals_are_sentences_a_customer_reads_on_the_page_and_in_the_api(
         ({"ordersLogged": 9, "behind": 1, "stuck": 0}, "1 order not counted yet.", False),
         ({"ordersLogged": 9, "behind": 1200, "stuck": 3},
          "1,200 orders not counted yet; 3 stuck, waiting for an operator.", True),
+        ({"ordersLogged": 3, "behind": 0, "stuck": 0, "countedNotLogged": 2},
+         "The totals count 2 orders the order log does not hold: the write store has lost orders.",
+         False),
         (None, "", False),
     ],
 )  # fmt: skip

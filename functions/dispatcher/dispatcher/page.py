@@ -76,6 +76,10 @@ def pipeline_sentence(pipeline: Mapping[str, Any] | None) -> str | None:
     if not pipeline:
         return None
     behind, stuck = int(pipeline.get("behind") or 0), int(pipeline.get("stuck") or 0)
+    unlogged = int(pipeline.get("countedNotLogged") or 0)
+    if unlogged:
+        return (f"The totals count {format_quantity(unlogged)} order{'s' if unlogged != 1 else ''}"
+                " the order log does not hold: the write store has lost orders.")  # fmt: skip
     if behind == 0:
         return "Up to date: every order placed is counted."
     words = f"{format_quantity(behind)} order{'s' if behind != 1 else ''} not counted yet"

@@ -73,6 +73,12 @@ def read_event(headers: dict[str, str], body: bytes) -> BaseCloudEvent:
         "content-type", ""
     ).startswith("application/cloudevents"):
         raise BadEventError("not a CloudEvent: no ce- headers and not application/cloudevents+json")
+    if headers.get("content-type", "").lower().startswith(STRUCTURED_CONTENT_TYPE) and (
+        body.lstrip()[:1] != b"{"
+    ):
+        # The SDK reads any JSON value here and fails with an AttributeError on anything but
+        # an object; a JSON text that starts with "{" is an object or malformed (ValueError).
+        raise BadEventError("a structured CloudEvent must be a JSON object")
     try:
         event = from_http_event(HTTPMessage(headers=headers, body=body))
     except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:

@@ -76,6 +76,12 @@ WORKER_THREADS = Gauge(
     ["role"],
     registry=REGISTRY,
 )
+COUNTED_NOT_LOGGED = Gauge(
+    "cqrs_orders_counted_not_logged",
+    "Orders the totals count that the order log does not hold (0 unless the write store lost"
+    " acknowledged orders): query-order, as of its last /stats.",
+    registry=REGISTRY,
+)
 STORE_ERRORS = Counter(
     "cqrs_store_errors",
     "Store operations that failed (the store unreachable or refusing), answered 503 or retried.",
@@ -192,6 +198,11 @@ def register_orders_counted(read: Callable[[], int]) -> None:
         "Orders counted in the read store's totals.",
         read,
     )
+
+
+def set_counted_not_logged(n: int) -> None:
+    """query-order: how many counted orders the order log does not hold."""
+    COUNTED_NOT_LOGGED.set(n)
 
 
 def count_deliveries(counts: Mapping[str, int]) -> None:

@@ -391,8 +391,12 @@
     }
     const behind = Number(pipeline.behind) || 0;
     const stuck = Number(pipeline.stuck) || 0;
+    const unlogged = Number(pipeline.countedNotLogged) || 0;
     let words = "Up to date: every order placed is counted.";
-    if (behind > 0) {
+    if (unlogged > 0) {
+      words = `The totals count ${formatQuantity(unlogged)} order${unlogged === 1 ? "" : "s"}` +
+        " the order log does not hold: the write store has lost orders.";
+    } else if (behind > 0) {
       words = `${formatQuantity(behind)} order${behind === 1 ? "" : "s"} not counted yet`;
       if (stuck) words += `; ${formatQuantity(stuck)} stuck, waiting for an operator`;
       words += ".";
