@@ -71,6 +71,36 @@ def test_a_keyless_order_sent_while_the_write_store_stalls_is_stored_once(
         stack.stop()
 
 
+def test_an_order_whose_callers_gave_up_is_not_stored_and_not_answered_503(
+    tmp_path: Path,
+) -> None:
+    """order-db stopped for longer than the dispatcher's budget: it resumes with the order's
+    request still queued in its backlog. Every caller has answered by then, so storing it would
+    make a 503 a lie (a client retries a 503, and a keyless order is placed twice): order-db must
+    refuse it, and the client's answer must say the outcome is unknown (504), not 503."""
+    budget = 4.0  # REQUEST_TIMEOUT: the dispatcher's budget, and the most any hop is given
+    stack = start_stack(tmp_path, extra_env={"REQUEST_TIMEOUT": str(budget)})
+    try:
+        base = stack.url("dispatcher")
+        place_all(base, [("apple", 1, "1.00")], clients=1)  # warm: every connection is up
+        before = len(order_log(stack))
+        stack.signal("order-db", signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            response = requests.post(f"{base}/api/orders", json=ORDER, timeout=30)
+            took = time.monotonic() - started
+            time.sleep(max(0.0, budget + 3 - took))  # past every hop's deadline, and the skew
+        finally:
+            stack.signal("order-db", signal.SIGCONT)
+        stored = settled_count(stack) - before
+        print(f"\nwrite store stopped past the budget: {response.status_code} after {took:.1f}s,"
+              f" {stored} order(s) stored")  # fmt: skip
+        assert response.status_code == 504, response.text
+        assert stored == 0
+    finally:
+        stack.stop()
+
+
 def test_a_failing_write_store_gets_the_edges_tries_not_their_product(tmp_path: Path) -> None:
     hop = FaultyHop()
     hop.status = 503  # order-db, as command-order sees it, is down

@@ -36,22 +36,44 @@ def test_only_the_otel_variables_turn_export_on(env: dict[str, str], wanted: boo
     assert tracing.wanted(env) is wanted
 
 
-def test_the_traces_endpoint_follows_the_otlp_rules() -> None:
-    generic = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}
-    assert tracing._traces_endpoint(generic) == "http://c:4318/v1/traces"
-    specific = {**generic, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:1/x"}
-    assert tracing._traces_endpoint(specific) == "http://t:1/x"
+@pytest.mark.parametrize(
+    ("env", "service", "team"),
+    [
+        ({}, "cqrs-dispatcher", None),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "team=a%2Cb,tier=web"}, "cqrs-dispatcher", "a,b"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=shop"}, "shop", None),
+        ({"OTEL_SERVICE_NAME": "front", "OTEL_RESOURCE_ATTRIBUTES": "team=x"}, "front", "x"),
+    ],
+)
+def test_the_resource_is_the_sdks_reading_of_the_variables(
+    env: dict[str, str], service: str, team: str | None
+) -> None:
+    """As the SDK reads them (percent-decoded values, OTEL_SERVICE_NAME first); cqrs-<role> is
+    the default service name only."""
+    script = """
+import json
+from cqrs_common import tracing
+assert tracing.configure("dispatcher")
+print(json.dumps(dict(tracing._provider.resource.attributes)))
+"""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    clean["PYTHONPATH"] = os.pathsep.join([str(REPO / "functions" / "shared"), str(REPO)])
+    clean["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:9"  # nothing is exported
+    out = subprocess.run(
+        [sys.executable, "-c", script], env={**clean, **env}, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    attributes = json.loads(out.stdout)
+    assert (attributes["service.name"], attributes.get("team")) == (service, team)
 
 
 def test_off_imports_nothing_of_opentelemetry_and_every_helper_is_a_no_op() -> None:
     script = """
 import sys, flask
 from cqrs_common import tracing
-assert not tracing.configure("dispatcher", {})
+assert not tracing.configure("dispatcher")
 app = flask.Flask("x")
 tracing.instrument_app(app)
-with tracing.outbound_span("POST", "http://h/") as headers:
-    assert headers == {}
 stored = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
 with tracing.continue_from_event(stored, "x") as s:
     assert s is None

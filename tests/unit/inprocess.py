@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
+from urllib3 import HTTPHeaderDict
 
 import command_order
 import dispatcher
@@ -19,8 +20,8 @@ import stats_order_db
 from cqrs_common.client import Client
 from cqrs_common.config import Settings
 from cqrs_common.db import Database
-from cqrs_common.http1 import Headers, Response
 from cqrs_common.roles import DISPATCHER, ORDER_DB, ROLES, STATS_ORDER_DB
+from cqrs_common.transport import Response, TransportError
 from devtools.stack import wiring
 from dispatcher import Gateway
 from order_db.store import SCHEMA as ORDERS_SCHEMA
@@ -64,7 +65,7 @@ class Router:
         parts = urlsplit(url)
         role = parts.hostname.removesuffix(".test") if parts.hostname else ""
         if role in self.down or role not in self.apps:
-            raise ConnectionRefusedError(f"{role} is down")
+            raise TransportError(f"{role} is down", sent=False)
         path = parts.path or "/"
         self.seen.append((role, method, path, dict(headers)))
         if role in self.refuse:
@@ -78,15 +79,17 @@ class Router:
         )
         if role in self.lose:
             self.lose.discard(role)
-            raise TimeoutError(f"{role} acted, but its answer was lost")
-        return Response(answer.status_code, answer.get_data(), Headers(answer.headers), url)
+            raise TransportError(
+                f"{role} acted, but its answer was lost", sent=True, timed_out=True
+            )
+        return Response(answer.status_code, answer.get_data(), HTTPHeaderDict(answer.headers), url)
 
     def close(self) -> None:
         pass
 
 
 def _json_answer(url: str, status: int, body: bytes) -> Response:
-    return Response(status, body, Headers({"Content-Type": "application/json"}), url)
+    return Response(status, body, HTTPHeaderDict({"Content-Type": "application/json"}), url)
 
 
 @dataclass

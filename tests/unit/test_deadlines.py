@@ -9,7 +9,14 @@ import pytest
 from flask import Flask
 
 from cqrs_common.client import Client, DeadlineExceededError
-from cqrs_common.deadline import BUDGET_HEADER, ENVOY_HEADER, Deadline
+from cqrs_common.deadline import (
+    BUDGET_HEADER,
+    CLOCK_SKEW,
+    DEADLINE_HEADER,
+    ENVOY_HEADER,
+    Deadline,
+    outbound_headers,
+)
 from tests.unit.inprocess import Router, Shop, relay
 
 ORDER = {"product": "apple", "quantity": 3, "unitPrice": "1.50"}
@@ -35,6 +42,30 @@ def test_a_budget_comes_from_the_caller_and_never_exceeds_the_roles_own() -> Non
     assert Deadline.from_headers(both, 30, now).at == pytest.approx(now + 4)
     for junk in ("-1", "1e3", "", "١٢", "9" * 40):  # ignored, never an error
         assert Deadline.from_headers({BUDGET_HEADER: junk}, 30, now).at == pytest.approx(now + 30)
+
+
+def test_a_request_that_arrives_after_its_caller_gave_up_is_already_expired() -> None:
+    # Sent with 5 s to live, 8 s ago (it sat in a stopped pod's backlog): the relative budget
+    # alone would count 5 s from now.
+    sent = time.time() - 8
+    headers = {BUDGET_HEADER: "5000", DEADLINE_HEADER: str(int((sent + 5) * 1000))}
+    assert Deadline.from_headers(headers, 30).expired()
+    # Within the clock skew allowed between nodes, it still runs.
+    close = {BUDGET_HEADER: "5000", DEADLINE_HEADER: str(int((time.time() - 0.5) * 1000))}
+    assert 0 < Deadline.from_headers(close, 30).remaining() <= CLOSE_BOUND
+    for junk in ("-1", "soon", "١٢", "9" * 40):  # ignored, never an error
+        fresh = Deadline.from_headers({BUDGET_HEADER: "5000", DEADLINE_HEADER: junk}, 30)
+        assert fresh.remaining() == pytest.approx(5, abs=0.1)
+
+
+CLOSE_BOUND = CLOCK_SKEW - 0.5 + 0.1
+
+
+def test_each_try_says_how_long_and_until_when() -> None:
+    headers = outbound_headers(2.5)
+    assert headers[BUDGET_HEADER] == "2500"
+    until = int(headers[DEADLINE_HEADER]) / 1000
+    assert until == pytest.approx(time.time() + 2.5, abs=0.1)
 
 
 def test_each_hop_gets_less_than_its_caller() -> None:

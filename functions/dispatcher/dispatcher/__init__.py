@@ -26,6 +26,7 @@ from cqrs_common.web import (
     UnsupportedMediaType,
     create_base_app,
     read_json_body,
+    upstream_status,
     validation_problem,
 )
 from dispatcher.page import form_response, page
@@ -128,11 +129,12 @@ def _form_order(gateway: Gateway) -> Response:
         if not browser:
             raise
         return form_response(values, None, {"body": str(exc)}, status=422)
-    except UpstreamError:
+    except UpstreamError as exc:
         if not browser:
             raise
+        # The form's own key makes a second post of it the same order, whatever happened.
         retry = "the shop could not take the order just now; try again: it will not be placed twice"
-        return form_response(values, None, {"body": retry}, status=503)
+        return form_response(values, None, {"body": retry}, status=upstream_status(exc))
     return form_response(values, order_id, None) if browser else _accepted(order_id)
 
 

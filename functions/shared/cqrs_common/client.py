@@ -1,17 +1,22 @@
 """Calls between roles: timeouts within the request's budget, pooled connections, bounded retries
 at the edge only, trace headers passed on.
 
-Calls go through a small keep-alive pool of HTTP/1.1 connections (cqrs_common.http1), the
-client's transport: a call through requests' full stack cost about ten times the CPU, and every
-order makes four of these calls; and not importing requests (with urllib3, charset_normalizer,
-idna) starts a role sooner and leaves it smaller (make bench). A test gives a Client a transport
-of its own (one that hands each call to an app in the same process).
+Calls go through urllib3's keep-alive pools (cqrs_common.transport), the engine under requests
+without its session layer: requests' own stack (hooks, cookie jars, proxy lookups from the
+environment, its adapter's header copies) costs more CPU per call and does nothing the shop uses
+(docs/benchmarks.md has both measured). A test gives a Client a transport of its own (one that
+hands each call to an app in the same process).
+
+What a caller is told follows what the shop can know: a try refused before it reached the peer
+(no connection) is "unavailable" (UpstreamError, a 503 when answered); once a try may have
+reached the peer and no answer says what became of it (no answer in time, a broken answer, a
+504), the outcome is unknown, and the call's failure says so (status 504) whatever the later
+tries gave: a 503 would invite a client to place again what may have been stored.
 """
 
 from __future__ import annotations
 
 import copy
-import http.client
 import json as jsonlib
 import logging
 import time
@@ -22,9 +27,9 @@ from urllib.parse import urlencode
 
 from cqrs_common import tracing
 from cqrs_common.config import Settings
-from cqrs_common.deadline import BUDGET_HEADER, MIN_CALL, Deadline
-from cqrs_common.http1 import ConnectionPool, Response, Transport
+from cqrs_common.deadline import MIN_CALL, Deadline, outbound_headers
 from cqrs_common.tokens import outbound_credentials
+from cqrs_common.transport import PooledTransport, Response, Transport, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,13 @@ class DeadlineExceededError(UpstreamError):
 
     def __init__(self, target: str, detail: str) -> None:
         super().__init__(target, detail, 504)
+
+
+class OutcomeUnknownError(UpstreamError):
+    """A try may have reached the peer and nothing says what became of it: answered 504."""
+
+    def __init__(self, target: str, detail: str) -> None:
+        super().__init__(target, f"{detail}; an earlier try may have taken effect", 504)
 
 
 def current_deadline() -> Deadline | None:
@@ -100,7 +112,7 @@ class Client:
         self.backoff = backoff
         # No proxies between roles, and no retries below this class: they would multiply with
         # its own.
-        self.transport: Transport = transport or ConnectionPool(pool_size)
+        self.transport: Transport = transport or PooledTransport(pool_size)
         # Who this role is to the one it calls: a token per target (cqrs_common.tokens).
         self.credentials: Callable[[str], Mapping[str, str]] | None = None
 
@@ -119,8 +131,9 @@ class Client:
         """One call with retries: connection failures and RETRY_STATUSES, at most `retries` more
         tries, the first at once, then backoff doubling up to 2 s (or the peer's Retry-After),
         never past the deadline (the given one, else the served request's). Each try carries the
-        time it is given in X-Request-Timeout-Ms. The last answer is returned whatever its
-        status; DeadlineExceededError when the budget ran out first."""
+        time it is given and the moment its caller stops waiting (cqrs_common.deadline). The last
+        answer is returned whatever its status, unless an earlier try's outcome is unknown
+        (OutcomeUnknownError); DeadlineExceededError when the budget ran out first."""
         call = _Call.of(method, url, headers, json, data, params)
         if self.credentials is not None:
             try:
@@ -129,38 +142,39 @@ class Client:
                 raise UpstreamError(url, str(exc)) from None
         deadline = deadline or current_deadline()
         connect, read = timeout or self.timeout
+        unknown = False  # whether a try may have taken effect without an answer saying so
         for attempt in range(self.retries + 1):
             budget = read if deadline is None else min(read, deadline.for_call())
             if budget < MIN_CALL:
                 raise DeadlineExceededError(call.url, "no time left in the request's budget")
-            call.headers[BUDGET_HEADER] = str(int(budget * 1000))
+            call.headers.update(outbound_headers(budget))
             delay = 0.0 if attempt == 0 else min(2.0, self.backoff * 2**attempt)
             last = attempt == self.retries
             try:
-                response = self._send(call, (min(connect, budget), budget))
-            except (OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, TimeoutError) and budget < read:
+                response = self.transport.urlopen(
+                    call.method, call.url, call.body, call.headers, (min(connect, budget), budget)
+                )
+            except TransportError as exc:
+                if exc.timed_out and budget < read:
                     detail = "no answer within the request's budget"
                     raise DeadlineExceededError(call.url, detail) from None
+                unknown = unknown or exc.sent
                 if last or not _time_for(deadline, delay):
-                    raise UpstreamError(call.url, f"unreachable ({type(exc).__name__})") from None
+                    if unknown:
+                        raise OutcomeUnknownError(call.url, exc.detail) from None
+                    raise UpstreamError(call.url, f"unreachable ({exc.detail})") from None
             else:
-                if response.status_code not in RETRY_STATUSES or last:
-                    return response
-                delay = _retry_after(response, delay)
-                if not _time_for(deadline, delay):
+                settled = response.status_code not in RETRY_STATUSES
+                unknown = unknown or response.status_code == 504
+                if not settled:
+                    delay = _retry_after(response, delay)
+                if settled or last or not _time_for(deadline, delay):
+                    if not settled and unknown and response.status_code != 504:
+                        detail = f"answered {response.status_code}"
+                        raise OutcomeUnknownError(call.url, detail)
                     return response
             time.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
-
-    def _send(self, call: _Call, timeout: tuple[float, float]) -> Response:
-        """One try, in a CLIENT span of its own when tracing is on (its traceparent replaces
-        the one forwarded from the served request)."""
-        with tracing.outbound_span(call.method, call.url) as trace_headers:
-            headers = {**call.headers, **trace_headers}
-            response = self.transport.urlopen(call.method, call.url, call.body, headers, timeout)
-            tracing.record_status(response.status_code)
-        return response
 
     def with_retries(self, retries: int) -> Client:
         """The same connections under another retry rule: each role decides how often it tries
@@ -208,6 +222,8 @@ class _Call:
         data: bytes | str | None,
         params: Mapping[str, Any] | None,
     ) -> _Call:
+        # Outbound spans and their traceparent (replacing a forwarded one) come from OpenTelemetry's
+        # urllib3 instrumentation when tracing is on (cqrs_common.tracing).
         sent = {**forward_headers(), **(headers or {})}
         if json is not None:
             data = jsonlib.dumps(json).encode()

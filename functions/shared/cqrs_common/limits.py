@@ -6,3 +6,6 @@ MAX_BODY_BYTES = 64 * 1024
 # The request line and headers together; Envoy (Istio's sidecar, Knative's gateways) allows 60 KiB.
 MAX_HEAD_BYTES = 64 * 1024
 PROBLEM_JSON = "application/problem+json"
+# An answer from another role is never larger than this (a page of the order log is far smaller):
+# past it the answer is refused and its connection closed.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -50,42 +51,31 @@ def wanted(env: Mapping[str, str]) -> bool:
     )
 
 
-def _traces_endpoint(env: Mapping[str, str]) -> str:
-    # The signal-specific variable is the full URL; the generic one is a base (the OTLP spec).
-    specific = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    if specific:
-        return specific
-    return env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
-
-
-def configure(role: str, env: Mapping[str, str]) -> bool:
-    """Export spans over OTLP/HTTP (protobuf) when the OTEL_* variables say so; True if on.
-
-    service.name is the Knative Service name (`cqrs-<role>`) unless OTEL_SERVICE_NAME is set;
-    OTEL_RESOURCE_ATTRIBUTES adds to it. Idempotent: a process has one provider (the first call
-    wins). Headers, timeout and compression of the exporter come from the OTEL_EXPORTER_OTLP_*
-    variables of the process, read by the exporter itself.
-    """
+def configure(role: str) -> bool:
+    """Export spans over OTLP/HTTP (protobuf) when the process's OTEL_* variables say so; True if
+    on. Everything else is the SDK's reading of the standard variables (endpoint, headers,
+    timeout, sampler, resource attributes); the one default of ours: service.name is the Knative
+    Service name (`cqrs-<role>`) unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES names one.
+    Idempotent: a process has one provider (the first call wins). Calls out get CLIENT spans from
+    OpenTelemetry's urllib3 instrumentation (cqrs_common.transport uses urllib3)."""
     global _provider, _tracer
-    if _provider is not None or not wanted(env):
+    if _provider is not None or not wanted(os.environ):
         return _provider is not None
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    attributes: dict[str, Any] = {SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or f"cqrs-{role}"}
-    for pair in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
-        key, sep, value = pair.partition("=")
-        if sep and key.strip() and key.strip() != SERVICE_NAME:
-            attributes[key.strip()] = value.strip()
-    provider = TracerProvider(resource=Resource.create(attributes))
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: f"cqrs-{role}"}))
+    provider = TracerProvider(resource=resource)
     # Batched, off the request path; the SDK re-creates its thread in a forked gunicorn worker.
-    provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=_traces_endpoint(env)))
-    )
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    URLLib3Instrumentor().instrument(tracer_provider=provider)
     _provider = provider
     _tracer = provider.get_tracer("cqrs_common")
     return True
@@ -111,50 +101,6 @@ def instrument_app(app: Any) -> None:
     FlaskInstrumentor().instrument_app(
         app, tracer_provider=_provider, excluded_urls=EXCLUDED_URLS, enable_commenter=False
     )
-
-
-@contextlib.contextmanager
-def outbound_span(method: str, url: str) -> Iterator[dict[str, str]]:
-    """A CLIENT span around one outbound HTTP try; yields the headers to send with it
-    (traceparent/tracestate of this span, overriding any forwarded ones). {} when off."""
-    if _tracer is None:
-        yield {}
-        return
-    from urllib.parse import urlsplit
-
-    from opentelemetry import propagate, trace
-
-    parts = urlsplit(url)
-    attributes = {
-        "http.request.method": method,
-        "url.full": url,
-        "server.address": parts.hostname or "",
-        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
-    }
-    with _tracer.start_as_current_span(
-        method, kind=trace.SpanKind.CLIENT, attributes=attributes
-    ) as span:
-        headers: dict[str, str] = {}
-        propagate.inject(headers)
-        try:
-            yield headers
-        except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__name__)
-            raise
-
-
-def record_status(status: int) -> None:
-    """The answer's status on the current span (call inside outbound_span); errors marked."""
-    if _tracer is None:
-        return
-    from opentelemetry import trace
-    from opentelemetry.trace import Status, StatusCode
-
-    span = trace.get_current_span()
-    span.set_attribute("http.response.status_code", status)
-    if status >= 500:
-        span.set_status(Status(StatusCode.ERROR))
-        span.set_attribute("error.type", str(status))
 
 
 def event_trace_attributes() -> dict[str, str]:

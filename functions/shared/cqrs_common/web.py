@@ -118,7 +118,7 @@ def create_base_app(
 def _add_telemetry(app: Flask, settings: Settings) -> None:
     """Prometheus metrics always (GET /metrics); traces when the OTEL_* variables ask."""
     metrics.instrument(app, settings.role, threads=int(os.environ.get("GUNICORN_THREADS", 8)))
-    if tracing.configure(settings.role, os.environ):
+    if tracing.configure(settings.role):
         tracing.instrument_app(app)
         lifecycle.on_stop(app, tracing.shutdown)  # send what is buffered before the exit
 
@@ -234,12 +234,19 @@ def _bad_event(exc: BadEventError) -> Response:
     return problem(status, title, str(exc), type_=BAD_EVENT_PROBLEM)
 
 
+def upstream_status(exc: UpstreamError) -> int:
+    """503 when the dependency certainly did nothing (a client may send the request again);
+    504 when it may have acted: it timed out, or itself answered 504."""
+    return 504 if isinstance(exc, DeadlineExceededError) or exc.status == 504 else 503
+
+
 def _upstream(exc: UpstreamError) -> Response:
-    if isinstance(exc, DeadlineExceededError):
+    if upstream_status(exc) == 504:
         logger.warning("deadline exceeded: %s", exc)
         return problem(
             504, "Gateway Timeout",
-            f"a dependency did not answer within the request's budget ({exc.detail})",
+            f"a dependency did not answer within the request's budget ({exc.detail});"
+            " the request may have taken effect",
             type_=DEADLINE_PROBLEM,
         )  # fmt: skip
     logger.warning("upstream unavailable: %s", exc)
