@@ -13,12 +13,10 @@ PyJWT and cryptography never slow a local start.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
@@ -27,12 +25,15 @@ from typing import Any
 # JOSE verification (algorithm confusion, "alg": "none", key parsing, constant-time
 # signature checks) is exactly what not to write by hand: PyJWT with cryptography.
 import jwt
+import urllib3
 
 from cqrs_common.config import AuthSettings, ConfigError
 from cqrs_common.roles import OPERATOR, OUTBOX_RELAY, ROLES
 
 __all__ = ["OPERATOR", "OUTBOX_RELAY", "AuthError", "AuthSettings", "Callers", "Jwks",
            "JwksError", "Verifier", "verifier_for"]  # fmt: skip
+
+logger = logging.getLogger(__name__)
 
 REALM = "cqrs"
 # Probes (kubelet through queue-proxy, Knative's activator at /healthz) and the metrics
@@ -96,11 +97,14 @@ class Jwks:
     """The cluster's signing keys, fetched over https and cached by key id.
 
     The API server serves them to every ServiceAccount (the default
-    system:service-account-issuer-discovery binding, k8s.io/kubernetes
-    plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go:565,723), so the pod reads
-    them with its own token; anonymous callers are refused by default.
-    An unknown `kid` (the API server got a new key) triggers a refetch, at most once
-    every `min_refetch` seconds so a flood of forged kids cannot hammer the API server.
+    system:service-account-issuer-discovery binding), so the pod reads them with its own token;
+    anonymous callers are refused by default. The token goes to the configured URL only: a
+    redirect is an error, never followed (it could lead anywhere, plain http included).
+    An unknown `kid` (the API server got a new key) triggers a refetch, at most once every
+    `min_refetch` seconds so a flood of forged kids cannot hammer the API server. One fetch is
+    in flight at a time; while it runs, and while refetches fail (retried with a backoff
+    doubling from `min_refetch` up to `max_backoff`), the keys in hand are used: a key set an
+    hour old still verifies while the API server is away, with no request waiting on it.
     """
 
     url: str
@@ -109,26 +113,56 @@ class Jwks:
     token_file: str | None
     min_refetch: float = 10.0  # seconds between two fetches for an unknown kid, at least
     max_age: float = 3600.0  # a key set older than this is read again
+    max_backoff: float = 300.0
     timeout: float = 5.0
     _keys: dict[str, jwt.PyJWK] = field(default_factory=dict, init=False, repr=False)
     _fetched_at: float | None = field(default=None, init=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _retry_at: float = field(default=0.0, init=False, repr=False)  # no fetch before (backoff)
+    _failures: int = field(default=0, init=False, repr=False)
+    _error: JwksError | None = field(default=None, init=False, repr=False)
+    _fetching: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> Jwks:
         return cls(settings.jwks_url, ca_file=settings.ca_file, token_file=settings.api_token_file)
 
     def key(self, kid: str | None) -> jwt.PyJWK | None:
-        """The key with that id, or None when the key set does not have it, even after a refetch."""
-        with self._lock:
-            now = time.monotonic()
-            stale = self._fetched_at is None or now - self._fetched_at > self.max_age
-            unknown = kid not in self._keys
-            may_refetch = self._fetched_at is None or now - self._fetched_at >= self.min_refetch
-            if stale or (unknown and may_refetch):
-                self._keys = self._fetch()
-                self._fetched_at = now
-            return self._keys.get(kid) if kid is not None else _only(self._keys)
+        """The key with that id, or None when the key set does not have it, even after a
+        refetch; JwksError when no key set could be read yet."""
+        # With keys in hand nobody waits for another's fetch; without, all wait for one.
+        if self._wants_fetch(kid) and self._fetching.acquire(blocking=not self._keys):
+            try:
+                if self._wants_fetch(kid):  # not done meanwhile by the one waited for
+                    self._refresh()
+            finally:
+                self._fetching.release()
+        if not self._keys and self._error is not None:
+            raise self._error
+        keys = self._keys
+        return keys.get(kid) if kid is not None else _only(keys)
+
+    def _wants_fetch(self, kid: str | None) -> bool:
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        if self._fetched_at is None:
+            return True
+        age = now - self._fetched_at
+        return age > self.max_age or (kid not in self._keys and age >= self.min_refetch)
+
+    def _refresh(self) -> None:
+        try:
+            keys = self._fetch()
+        except JwksError as exc:
+            self._failures += 1
+            backoff = min(self.max_backoff, self.min_refetch * 2 ** (self._failures - 1))
+            self._retry_at = time.monotonic() + backoff
+            self._error = exc
+            if self._keys:
+                logger.warning("%s; using the keys fetched before, for %.0f s more", exc, backoff)
+            return
+        self._keys, self._fetched_at = keys, time.monotonic()
+        self._failures, self._retry_at, self._error = 0, 0.0, None
 
     def _fetch(self) -> dict[str, jwt.PyJWK]:
         # the API server serves it as application/jwk-set+json and answers 406 to json alone
@@ -140,18 +174,25 @@ class Jwks:
             except OSError as exc:
                 raise JwksError(f"cannot read the token to fetch the JWKS: {exc}") from None
             headers["Authorization"] = f"Bearer {token}"
-        # no proxy from the environment: the API server is inside the cluster
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-        if self.url.startswith("https://"):
-            context = ssl.create_default_context(cafile=self.ca_file)
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        request = urllib.request.Request(self.url, headers=headers)
+        # No proxy (the API server is inside the cluster), no redirect, no retry of its own.
+        tls = {"ca_certs": self.ca_file} if self.url.startswith("https://") else {}
+        pool = urllib3.PoolManager(retries=False, **tls)
         try:
-            with urllib.request.build_opener(*handlers).open(request, timeout=self.timeout) as r:
-                document = json.loads(r.read(1 << 20))
+            answer = pool.request(
+                "GET", self.url, headers=headers, redirect=False, retries=False,
+                timeout=self.timeout, preload_content=False,
+            )  # fmt: skip
+            try:
+                if answer.status != 200:
+                    raise JwksError(f"cannot fetch the JWKS from {self.url}: {answer.status}")
+                document = json.loads(answer.read(1 << 20))
+            finally:
+                answer.release_conn()
             keys = jwt.PyJWKSet.from_dict(document).keys
-        except (OSError, ValueError, jwt.PyJWTError) as exc:
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, jwt.PyJWTError) as exc:
             raise JwksError(f"cannot fetch the JWKS from {self.url}: {exc}") from None
+        finally:
+            pool.clear()
         return {k.key_id: k for k in keys if k.key_id}
 
 

@@ -1,18 +1,26 @@
 """One small storage adapter over SQLite (one machine) and PostgreSQL (a cluster).
 
-Queries are written once with `?` placeholders; PostgreSQL gets them as `%s`. Each thread holds
+Queries are written once with `?` placeholders; PostgreSQL gets them as `%s` (a `?` inside a
+quoted literal stays one, and `%` is escaped). Each thread holds
 its own connection for reads (and for PostgreSQL writes). On SQLite every write of the process
 goes through one connection with group commit: the transactions that arrive while a commit is
 being flushed share the next COMMIT and its fsync, each inside its own SAVEPOINT, and none of
-them returns before that COMMIT is durable. A failure to reach or commit to the store becomes
-StoreUnavailableError (answered 503, so senders retry): a server gone, a file that cannot be
-opened, a PostgreSQL that only reads (a standby after a failover). The connection is dropped
-then, so the next transaction reconnects and the store recovers by itself once it is back.
+them returns before that COMMIT is durable.
+
+Errors are translated per driver, as pyeventsourcing does with the PEP 249 tree, so that both
+dialects answer the same fault the same way:
+- transient (a server gone or shutting down, a file that cannot be opened or written, the
+  database locked, read-only or full, a serialization failure): StoreUnavailableError, a 503
+  that senders retry. The connection is dropped, so the next transaction reconnects and the
+  store recovers by itself once it is back;
+- the query or the data is wrong (a constraint, a syntax error, a wrong bind count): StoreError,
+  never retried: the web layer's 500, logged with its cause.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -39,7 +47,23 @@ PG_POOL_SIZE = 3
 PG_POOL_WAIT = 5.0
 
 
-class StoreUnavailableError(Exception):
+# SQLite's primary result codes of a fault that may pass (sqlite3 gives sqlite_errorcode; the low
+# byte is the primary code): BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN,
+# PROTOCOL, NOTADB. The rest (ERROR: syntax, no such table; CONSTRAINT; MISMATCH; RANGE) is the
+# query's or the data's fault.
+_SQLITE_TRANSIENT = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+_SQLITE_READ_ONLY = 8
+# PostgreSQL's SQLSTATE classes of a fault that may pass: 08 connection, 40 transaction rollback
+# (serialization failure, deadlock), 53 insufficient resources (disk full), 57 operator
+# intervention (admin shutdown), 58 system error; and 25006, a read-only transaction.
+_PG_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+
+
+class StoreError(Exception):
+    """The store refused what it was asked (a constraint, a bad statement): not worth a retry."""
+
+
+class StoreUnavailableError(StoreError):
     """The store could not be reached or could not commit; answered 503 so the sender retries."""
 
 
@@ -54,7 +78,7 @@ class Transaction:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Transaction:
         if self.dialect == "postgresql":
-            sql = sql.replace("?", "%s")
+            sql = _pg_placeholders(sql)
         self._cursor.execute(sql, tuple(params))
         return self
 
@@ -67,6 +91,23 @@ class Transaction:
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self._cursor.fetchall()
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_placeholders(sql: str) -> str:
+    """`?` to `%s` outside quoted literals, `%` to `%%` everywhere (psycopg reads `%` as a
+    placeholder's start, in literals too). Splitting on `'` leaves the literals at odd indexes,
+    an escaped `''` included."""
+    parts = sql.replace("%", "%%").split("'")
+    return "'".join(p.replace("?", "%s") if i % 2 == 0 else p for i, p in enumerate(parts))
 
 
 class _Batch:
@@ -139,6 +180,7 @@ class Database:
         self._write_lock = threading.Lock()  # one transaction body at a time on the writer
         self._commit_lock = threading.Lock()  # one COMMIT (fsync) at a time
         self._batch: _Batch | None = None
+        self._writer_file: tuple[int, int] | None = None  # the writer's file (device, inode)
         # PostgreSQL's pool: idle connections (the last given back first: warm) and free slots.
         self._idle: list[Any] = []
         self._idle_lock = threading.Lock()
@@ -217,20 +259,37 @@ class Database:
 
     def _store_errors(self) -> tuple[type[BaseException], ...]:
         if self.dialect == "sqlite":
-            return (sqlite3.OperationalError, sqlite3.DatabaseError)
+            return (sqlite3.Error,)
         import psycopg
 
-        read_only = psycopg.errors.ReadOnlySqlTransaction
-        return (psycopg.OperationalError, psycopg.InterfaceError, read_only)
+        return (psycopg.Error,)
 
-    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
-        """Translate a driver error, and forget this thread's connection: the next transaction
-        opens a new one (to the new primary after a failover, or a file now writable)."""
-        self._drop_connection()
+    def _translated(self, exc: BaseException) -> StoreError:
+        """The driver's error as the shop's: StoreUnavailableError (its read-only kind) for a
+        fault that may pass, after forgetting this thread's connection (the next transaction
+        opens a new one: to the new primary after a failover, or a file now writable), else
+        StoreError."""
         message = f"{self.dialect} store: {str(exc).strip()}"
-        read_only = getattr(exc, "sqlstate", None) == _PG_READ_ONLY or (
-            isinstance(exc, sqlite3.Error) and "readonly" in str(exc)
-        )
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            if isinstance(exc, sqlite3.OperationalError) and code is None:  # raised here
+                code = 14
+            transient = code is not None and code & 0xFF in _SQLITE_TRANSIENT
+            read_only = code is not None and code & 0xFF == _SQLITE_READ_ONLY
+        else:
+            import psycopg
+
+            state = getattr(exc, "sqlstate", None) or ""
+            read_only = state == _PG_READ_ONLY
+            lost = (psycopg.OperationalError, psycopg.InterfaceError)  # no SQLSTATE: no server
+            transient = (
+                read_only
+                or state.startswith(_PG_TRANSIENT_CLASSES)
+                or (not state and isinstance(exc, lost))
+            )
+        if not transient:
+            return StoreError(message)
+        self._drop_connection()
         return StoreReadOnlyError(message) if read_only else StoreUnavailableError(message)
 
     # -- transactions ------------------------------------------------------------------------
@@ -254,7 +313,7 @@ class Database:
                 with self._pooled() as conn, conn.transaction(), conn.cursor() as cursor:
                     yield Transaction(cursor, self.dialect)
         except errors as exc:
-            raise self._unavailable(exc) from None
+            raise self._translated(exc) from exc
 
     @contextmanager
     def _sqlite_group_write(self) -> Iterator[Transaction]:
@@ -262,8 +321,10 @@ class Database:
         with self._write_lock:
             if self._writer is None:
                 self._writer = self._connect()
+                self._writer_file = _file_id(self.path)
             conn = self._writer
             if self._batch is None:
+                self._check_writable()
                 try:
                     # IMMEDIATE takes the write lock up front: no deadlock between processes.
                     conn.execute("BEGIN IMMEDIATE")
@@ -318,6 +379,15 @@ class Database:
             with contextlib.suppress(Exception):
                 writer.close()  # closing rolls back whatever is left
 
+    def _check_writable(self) -> None:
+        """SQLite: StoreReadOnlyError unless the file is writable and is still the one the
+        writer holds: a write to a file deleted or replaced since would be answered and lost.
+        Readiness (ping) and every write ask the same question, so they agree."""
+        if not os.access(self.path, os.W_OK):  # a read-only file, folder or mount, or none
+            raise StoreReadOnlyError(f"sqlite store: {self.path} is not writable")
+        if self._writer is not None and _file_id(self.path) != self._writer_file:
+            raise StoreReadOnlyError(f"sqlite store: {self.path} was deleted or replaced")
+
     @contextmanager
     def read(self) -> Iterator[Transaction]:
         """A read-only snapshot (no write lock on SQLite)."""
@@ -336,7 +406,7 @@ class Database:
                 with self._pooled() as conn, conn.transaction(), conn.cursor() as cursor:
                     yield Transaction(cursor, self.dialect)
         except errors as exc:
-            raise self._unavailable(exc) from None
+            raise self._translated(exc) from exc
 
     def ensure_schema(self) -> None:
         """Create the tables if they are missing; safe to run from every process at start."""
@@ -358,8 +428,7 @@ class Database:
         if self.dialect == "sqlite":
             with self.read() as tx:
                 tx.execute("SELECT 1").fetchone()
-            if not os.access(self.path, os.W_OK):  # a read-only file, folder or mount
-                raise StoreReadOnlyError(f"sqlite store: {self.path} is not writable")
+            self._check_writable()
             return
         if not self._schema_ready:
             self.ensure_schema()
@@ -371,7 +440,7 @@ class Database:
                     # ready. A new connection for the next check sees whether that is still so.
                     conn.close()
         except self._store_errors() as exc:
-            raise self._unavailable(exc) from None
+            raise self._translated(exc) from exc
         if read_only:
             raise StoreReadOnlyError("postgresql store: the server takes no writes")
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, LocationValueError, ReadTimeoutError
@@ -74,12 +76,27 @@ class Transport(Protocol):
 
 
 class PooledTransport:
-    """Keep-alive connections per scheme, host and port (urllib3's PoolManager). urllib3 replaces
-    a pooled connection the peer has closed before sending on it; it never sends a request twice
-    (retries off)."""
+    """Keep-alive connections per scheme, host and port, a urllib3 connection pool each (kept
+    here, not by a PoolManager: its URL parsing and pool keys were a fifth of a call's CPU in
+    a micro-benchmark, docs/benchmarks.md). urllib3 replaces a pooled connection the
+    peer has closed before sending on it; it never sends a request twice (retries off)."""
 
     def __init__(self, pool_size: int) -> None:
-        self.pools = urllib3.PoolManager(maxsize=pool_size, retries=False)
+        self.pool_size = pool_size
+        self._pools: dict[tuple[str, str], urllib3.HTTPConnectionPool] = {}
+        self._lock = threading.Lock()
+
+    def _pool(self, scheme: str, netloc: str) -> urllib3.HTTPConnectionPool:
+        pool = self._pools.get((scheme, netloc))
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get((scheme, netloc))
+                if pool is None:
+                    pool = urllib3.connection_from_url(
+                        f"{scheme}://{netloc}", maxsize=self.pool_size, retries=False
+                    )
+                    self._pools[(scheme, netloc)] = pool
+        return pool
 
     def urlopen(
         self,
@@ -90,15 +107,19 @@ class PooledTransport:
         timeout: tuple[float, float],
     ) -> Response:
         check_headers(headers)
+        scheme, netloc, path, query, _ = urlsplit(url)
         try:
-            answer = self.pools.urlopen(
-                method, url, body=body, headers=dict(headers), retries=False, redirect=False,
+            if scheme not in ("http", "https") or not netloc:
+                raise LocationValueError(f"not an http(s) URL: {url}")
+            answer = self._pool(scheme, netloc).urlopen(
+                method, f"{path or '/'}?{query}" if query else path or "/", body=body,
+                headers=dict(headers), retries=False, redirect=False, assert_same_host=False,
                 timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
                 preload_content=False, decode_content=False,
             )  # fmt: skip
         except ConnectTimeoutError as exc:  # NewConnectionError and NameResolutionError too
             raise TransportError(f"no connection ({type(exc).__name__})", sent=False) from None
-        except (LocationValueError, urllib3.exceptions.URLSchemeUnknown) as exc:
+        except LocationValueError as exc:
             raise TransportError(f"cannot be sent ({exc})", sent=False) from None
         except ReadTimeoutError:
             raise TransportError("no answer in time", sent=True, timed_out=True) from None
@@ -110,7 +131,10 @@ class PooledTransport:
             answer.release_conn()
 
     def close(self) -> None:
-        self.pools.clear()
+        with self._lock:
+            pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.close()
 
 
 def check_headers(headers: Mapping[str, str]) -> None:
