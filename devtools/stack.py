@@ -271,7 +271,7 @@ class Stack:
 
 
 class _Stop(Exception):
-    """SIGTERM or SIGHUP: stop like Ctrl-C does."""
+    """SIGINT, SIGTERM or SIGHUP: stop every role."""
 
 
 def _stop_on_signal(signum: int, frame: object) -> None:
@@ -309,8 +309,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"stack: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     # Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all stop every role; whatever else ends
-    # this process (SIGKILL included) closes the lifeline, and the roles stop themselves.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    # this process (SIGKILL included) closes the lifeline, and the roles stop themselves. SIGINT
+    # gets a handler of its own too: one started in the background by a script (`cmd &`)
+    # inherits SIGINT ignored, and Python then leaves it so.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on_signal)
     assert stack.log_dir is not None
     stop_following = logs.start_follower([stack.log_dir / f"{r.name}.log" for r in ROLES])

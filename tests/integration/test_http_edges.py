@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 READ_TIMEOUT = 3  # REQUEST_READ_TIMEOUT for these roles, so a test waits seconds
 # Generous: the machine may be busy; what matters is an answer, not its speed.
 HEALTHZ_BOUND = 10.0
+SMUGGLING_HEAD = b"POST / HTTP/1.1\r\nHost: x\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +156,34 @@ def test_a_request_that_never_finishes_gets_a_408_then_the_connection_closes(
     assert time.monotonic() - started >= READ_TIMEOUT - 0.5
 
 
+def test_slow_bodies_behind_two_transfer_encodings_are_refused_in_the_loop(roles: Stack) -> None:
+    """The framing must not call such a request whole at its headers: gunicorn would then read
+    the slowly sent body in a thread, and 8 of them held every thread (/readyz after 9.7 s)."""
+    addr = address(roles, "order-db")
+    head = SMUGGLING_HEAD + b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n"
+    socks = [socket.create_connection(addr, timeout=10) for _ in range(16)]
+    try:
+        for sock in socks:
+            sock.sendall(head)  # and no more of the body
+        answers = [read_all(sock, timeout=READ_TIMEOUT + 10) for sock in socks]
+        assert [status_of(answer) for answer, _ in answers] == [400] * 16, answers[0][0][:300]
+        assert all(closed for _, closed in answers)
+        assert healthz_seconds(roles, "order-db") < HEALTHZ_BOUND
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("size_line", [b'2;"', b"2;x ", b"2 ", b"2;a=b;c"])
+def test_a_chunk_extension_is_never_a_500(roles: Stack, size_line: bytes) -> None:
+    headers, body = placed(f"edge-ext-{size_line.hex()}")
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    head += b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers.items())
+    chunk = size_line.replace(b"2", b"%x" % len(body), 1) + b"\r\n" + body + b"\r\n0\r\n\r\n"
+    answer, _ = exchange(address(roles, "order-db"), head + b"\r\n" + chunk)
+    assert 200 <= status_of(answer) < 500, answer[:300]
+
+
 # -- gunicorn's own refusals ---------------------------------------------------------------------
 
 
@@ -168,8 +197,40 @@ def test_a_request_that_never_finishes_gets_a_408_then_the_connection_closes(
         (b"GET /healthz HTTP/1.1\r\n" + b"X-Many: a\r\n" * 7000 + b"\r\n", 431),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", 400),
         (b"GARBAGE\r\n\r\n", 400),
+        # Shapes two parsers read differently (request smuggling): refused, never guessed at.
+        (SMUGGLING_HEAD + b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (
+            SMUGGLING_HEAD
+            + b"Transfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            400,
+        ),
+        (SMUGGLING_HEAD + b"X-A: 1\r\n 2\r\nContent-Length: 2\r\n\r\n{}", 400),
+        (SMUGGLING_HEAD + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
+        (SMUGGLING_HEAD + b"Transfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 400),
+        (SMUGGLING_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2;x\n{}\r\n0\r\n\r\n", 400),
+        (SMUGGLING_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nbad\r\n\r\n", 400),
+        (
+            SMUGGLING_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX: a\x00b\r\n\r\n",
+            400,
+        ),
     ],
-    ids=["bad-header", "long-uri", "huge-uri", "big-header", "many-headers", "bad-chunk", "junk"],
+    ids=[
+        "bad-header",
+        "long-uri",
+        "huge-uri",
+        "big-header",
+        "many-headers",
+        "bad-chunk",
+        "junk",
+        "two-te",
+        "te-and-cl",
+        "obs-fold",
+        "two-cl",
+        "xchunked",
+        "chunk-ext-bare-lf",
+        "trailer-no-colon",
+        "trailer-nul",
+    ],
 )
 def test_gunicorns_refusals_are_problem_json_and_close(
     roles: Stack, request_bytes: bytes, status: int

@@ -11,6 +11,7 @@ from cqrs_common.gunicorn_worker import (
     INCOMPLETE,
     TOO_LARGE,
     URI_TOO_LONG,
+    Framer,
     error_status,
     frame,
     problem_bytes,
@@ -32,8 +33,16 @@ def chunked(*parts: bytes) -> bytes:
         (HEAD + b"Content-Length: 5\r\n\r\n{}", INCOMPLETE),
         (HEAD + b"Content-Length: 5\r\n\r\n{\"a\"}", COMPLETE),
         (HEAD + b"Content-Length: 65537\r\n\r\n", TOO_LARGE),
-        (HEAD + b"Content-Length: 99999999999999999999999\r\n\r\n", TOO_LARGE),
-        (HEAD + b"Content-Length: x\r\n\r\n", COMPLETE),  # gunicorn answers 400
+        (HEAD + b"Content-Length: 99999999999999999999999\r\n\r\n", BAD_FRAMING),
+        (HEAD + b"Content-Length: x\r\n\r\n", BAD_FRAMING),
+        # the shapes two parsers read differently
+        (HEAD + b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", BAD_FRAMING),
+        (HEAD + b"Transfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n", BAD_FRAMING),
+        (HEAD + b"X-A: 1\r\n 2\r\nContent-Length: 2\r\n\r\n{}", BAD_FRAMING),
+        (HEAD + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}", BAD_FRAMING),
+        (HEAD + b"Transfer-Encoding: xchunked\r\n\r\n", BAD_FRAMING),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n2;x\n{}\r\n0\r\n\r\n", BAD_FRAMING),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nbad\r\n\r\n", BAD_FRAMING),
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n", INCOMPLETE),
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(b"{}")[:-2], INCOMPLETE),
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(b"{", b"}"), COMPLETE),
@@ -49,6 +58,16 @@ def chunked(*parts: bytes) -> bytes:
 )  # fmt: skip
 def test_frame(data: bytes, verdict: str) -> None:
     assert frame(data)[0] == verdict
+
+
+def test_the_thread_gets_the_request_framed_by_its_length_and_the_rest_stays() -> None:
+    framer = Framer()
+    data = HEAD + b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+    assert framer.feed(data) == INCOMPLETE and framer.waits_for_continue
+    assert framer.feed(chunked(b"{", b"}") + b"GET /healthz HTTP/1.1\r\n") == COMPLETE
+    request, leftover = framer.reframed()
+    assert request == HEAD + b"Content-Length: 2\r\n\r\n{}"
+    assert leftover == b"GET /healthz HTTP/1.1\r\n"
 
 
 def test_frame_asks_for_the_body_when_the_client_expects_100_continue() -> None:

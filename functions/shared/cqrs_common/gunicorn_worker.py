@@ -13,6 +13,11 @@ thread. The loop also enforces, before any app code runs:
   with `Connection: close`, and the body is never truncated into something that parses;
 - bounded connections: past `worker_connections`, the longest-waiting connection that has sent
   nothing is closed to make room, so new connections (and probes) are always accepted;
+- the framing by h11, a maintained HTTP/1.1 parser (Framer): a shape two parsers could read
+  differently (two Transfer-Encodings, Transfer-Encoding with Content-Length, an obsolete line
+  folding, two Content-Lengths, a coding other than chunked) or a malformed chunk or trailer is
+  a 400 and a closed connection, and the thread gets the request framed by Content-Length
+  alone, so gunicorn's parser never reads a body there;
 - problem+json for gunicorn's own refusals (400, 414, 431, ...), like every other error here.
 
 A connection the worker closes after an error answer is closed gently (half-closed, the rest of
@@ -29,7 +34,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import selectors
 import socket
 import threading
@@ -38,6 +42,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+import h11
 from gunicorn import http as gunicorn_http
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -53,78 +58,108 @@ CLOSE_DRAIN_BYTES = 1024 * 1024
 
 INCOMPLETE, COMPLETE = "incomplete", "complete"
 BAD_FRAMING, TOO_LARGE, URI_TOO_LONG, HEAD_TOO_LARGE = "400", "413", "414", "431"
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# Framing headers of the request as it arrived: the thread's copy is framed by Content-Length
+# alone, its body already whole (no 100 Continue is owed either).
+_REFRAMED = frozenset({b"content-length", b"transfer-encoding", b"expect"})
+
+
+class Framer:
+    """One request of a connection, read as it arrives by h11 (a maintained HTTP/1.1 parser):
+    whether it is whole, too large or malformed, and then the same request framed by a
+    Content-Length alone for gunicorn's parser, which so never reads a body in a thread.
+
+    Refused with 400 besides what h11 refuses (two Content-Lengths that differ, a coding other
+    than chunked, two Transfer-Encoding lines, a malformed chunk or trailer): the shapes that
+    two parsers read differently, Transfer-Encoding with Content-Length, and an obsolete line
+    folding (h11 unfolds it)."""
+
+    def __init__(self, max_body: int = MAX_BODY_BYTES, max_head: int = MAX_HEAD_BYTES) -> None:
+        self.max_body, self.max_head = max_body, max_head
+        self.parser = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
+        self.request: h11.Request | None = None
+        self.head = bytearray()  # what arrived before the request line and headers were read
+        self.body = bytearray()
+        self.detail = ""
+
+    def feed(self, data: bytes | bytearray) -> str:
+        """Take what arrived; the verdict on the request so far."""
+        if not data:  # to h11, the end of the stream
+            return INCOMPLETE
+        if self.request is None:
+            self.head += data
+            # h11 bounds only a head still incomplete: one that arrived whole is bounded here.
+            end = self.head.find(b"\r\n\r\n")
+            if end > self.max_head or (end < 0 and len(self.head) > self.max_head):
+                return self._head_too_large()
+        self.parser.receive_data(bytes(data))
+        while True:
+            try:
+                event = self.parser.next_event()
+            except h11.RemoteProtocolError as exc:
+                self.detail = str(exc)
+                if exc.error_status_hint == 431:  # the line and headers past max_head
+                    return self._head_too_large()
+                return BAD_FRAMING
+            if event is h11.NEED_DATA:
+                return INCOMPLETE
+            if isinstance(event, h11.Request):
+                verdict = self._check(event)
+                if verdict is not None:
+                    return verdict
+            elif isinstance(event, h11.Data):
+                self.body += event.data
+                if len(self.body) > self.max_body:
+                    return TOO_LARGE
+            elif isinstance(event, h11.EndOfMessage):
+                return COMPLETE
+            else:  # nothing else comes before the end of a request
+                return INCOMPLETE
+
+    def _head_too_large(self) -> str:
+        line_end = self.head.find(b"\n")
+        return URI_TOO_LONG if line_end < 0 or line_end > self.max_head else HEAD_TOO_LARGE
+
+    def _check(self, request: h11.Request) -> str | None:
+        self.request = request
+        end = self.head.find(b"\r\n\r\n")
+        head = self.head[: end if end >= 0 else len(self.head)]
+        if b"\n " in head or b"\n\t" in head:
+            self.detail = "obsolete line folding"
+            return BAD_FRAMING
+        names = {name for name, _ in request.headers}
+        if {b"transfer-encoding", b"content-length"} <= names:
+            self.detail = "both Transfer-Encoding and Content-Length"
+            return BAD_FRAMING
+        length = next((v for n, v in request.headers if n == b"content-length"), None)
+        return TOO_LARGE if length is not None and int(length) > self.max_body else None
+
+    @property
+    def waits_for_continue(self) -> bool:
+        """The client waits for a 100 Continue before it sends the body."""
+        return self.parser.they_are_waiting_for_100_continue
+
+    def reframed(self) -> tuple[bytes, bytes]:
+        """The whole request framed by Content-Length, and what arrived after it (pipelined)."""
+        assert self.request is not None
+        request = self.request
+        lines = [b"%s %s HTTP/%s" % (request.method, request.target, request.http_version)]
+        lines += [
+            b"%s: %s" % (name, value)
+            for name, value in request.headers.raw_items()
+            if name.lower() not in _REFRAMED
+        ]
+        lines.append(b"Content-Length: %d" % len(self.body))
+        leftover, _ = self.parser.trailing_data
+        return b"\r\n".join(lines) + b"\r\n\r\n" + bytes(self.body), leftover
 
 
 def frame(data: bytes | bytearray, max_body: int = MAX_BODY_BYTES,
           max_head: int = MAX_HEAD_BYTES) -> tuple[str, bool]:  # fmt: skip
-    """Whether `data` holds a whole HTTP/1.1 request: (verdict, waits for 100-continue).
-
-    COMPLETE also stands for "malformed in a way gunicorn's parser will refuse without reading
-    more": the parser, not this function, decides what is valid HTTP.
-    """
-    end = data.find(b"\r\n\r\n")
-    if end < 0 and len(data) <= max_head:
-        return INCOMPLETE, False
-    if end < 0 or end > max_head:
-        line_end = data.find(b"\r\n")
-        return (URI_TOO_LONG if line_end < 0 or line_end > max_head else HEAD_TOO_LARGE), False
-    length: int | None = None
-    chunked = expect = False
-    for line in bytes(data[:end]).split(b"\r\n")[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            return COMPLETE, False
-        name, value = name.strip().lower(), value.strip()
-        if name == b"content-length":
-            if not value.isdigit():
-                return COMPLETE, False
-            if len(value) > 18 or int(value) > max_body:
-                return TOO_LARGE, False
-            if length is not None and int(value) != length:
-                return COMPLETE, False
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = chunked or b"chunked" in value.lower()
-            if not chunked:
-                return COMPLETE, False  # a coding gunicorn does not take: it answers 501
-        elif name == b"expect":
-            expect = value.lower() == b"100-continue"
-    body = data[end + 4 :]
-    if chunked:
-        if length is not None:
-            return COMPLETE, False  # both framings at once: gunicorn refuses it
-        verdict = _chunks(body, max_body, max_head)
-        return verdict, expect and verdict == INCOMPLETE and not body
-    if len(body) >= (length or 0):
-        return COMPLETE, False
-    return INCOMPLETE, expect and not body
-
-
-def _chunks(body: bytes | bytearray, max_body: int, max_head: int) -> str:
-    """Whether a chunked body (with its trailers) is all there, counting its size."""
-    pos = total = 0
-    while True:
-        eol = body.find(b"\r\n", pos)
-        if eol < 0:  # no size line is that long
-            return BAD_FRAMING if len(body) - pos > 1024 else INCOMPLETE
-        size = bytes(body[pos:eol]).split(b";", 1)[0].strip()
-        if not _CHUNK_SIZE.fullmatch(size):
-            # Answered here: the app would meet it only while reading the body, after which
-            # gunicorn could not tell the client anything sensible on the same connection.
-            return BAD_FRAMING
-        total += int(size, 16)
-        if total > max_body:
-            return TOO_LARGE
-        if int(size, 16) == 0:
-            if body[eol + 2 : eol + 4] == b"\r\n" or body.find(b"\r\n\r\n", eol) >= 0:
-                return COMPLETE
-            return HEAD_TOO_LARGE if len(body) - eol > max_head else INCOMPLETE
-        pos = eol + 2 + int(size, 16) + 2
-        if len(body) < pos:
-            return INCOMPLETE
-        if body[pos - 2 : pos] != b"\r\n":
-            return BAD_FRAMING
+    """The verdict on `data` as a request's first bytes, and whether its client waits for a 100
+    Continue (Framer, in one go)."""
+    framer = Framer(max_body, max_head)
+    verdict = framer.feed(data)
+    return verdict, verdict == INCOMPLETE and framer.waits_for_continue
 
 
 def problem_bytes(status: int, reason: str, detail: str) -> bytes:
@@ -161,7 +196,7 @@ class BufferedConn(TConn):
 
     def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any) -> None:
         super().__init__(cfg, sock, client, server)
-        self.pending = bytearray()
+        self.framer = Framer()
         self.first_byte: float | None = None  # when the request being read began to arrive
         self.idle_since = time.monotonic()
         self.continued = False  # 100 Continue sent for the request being read
@@ -218,10 +253,10 @@ class BufferedThreadWorker(ThreadWorker):
         """Read the connection's next request in the loop, starting with what is buffered."""
         now = time.monotonic()
         conn.sock.setblocking(False)
-        conn.pending = bytearray(leftover)
+        conn.framer = Framer()
         conn.first_byte = now if leftover else None
         conn.idle_since, conn.continued = now, False
-        if leftover and self._advance(conn):
+        if leftover and self._advance(conn, leftover):
             return
         self.waiting[conn] = None
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
@@ -239,14 +274,13 @@ class BufferedThreadWorker(ThreadWorker):
             return
         if conn.first_byte is None:
             conn.first_byte = time.monotonic()
-        conn.pending += data
-        self._advance(conn)
+        self._advance(conn, data)
 
-    def _advance(self, conn: BufferedConn) -> bool:
+    def _advance(self, conn: BufferedConn, data: bytes) -> bool:
         """Act on what has arrived; True once the connection has left the loop's hands."""
-        verdict, expects_continue = frame(conn.pending)
+        verdict = conn.framer.feed(data)
         if verdict == INCOMPLETE:
-            if expects_continue and not conn.continued:
+            if conn.framer.waits_for_continue and not conn.continued:
                 conn.continued = True
                 _send_quietly(conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
             return False
@@ -255,7 +289,8 @@ class BufferedThreadWorker(ThreadWorker):
             detail = f"the body is larger than {MAX_BODY_BYTES // 1024} KiB"
             self._answer_and_close(conn, 413, "Request Entity Too Large", detail)
         elif verdict == BAD_FRAMING:
-            self._answer_and_close(conn, 400, "Bad Request", "malformed chunked body")
+            detail = f"malformed request: {conn.framer.detail}"
+            self._answer_and_close(conn, 400, "Bad Request", detail)
         elif verdict == URI_TOO_LONG:
             detail = f"the request line is longer than {MAX_HEAD_BYTES // 1024} KiB"
             self._answer_and_close(conn, 414, "URI Too Long", detail)
@@ -270,8 +305,8 @@ class BufferedThreadWorker(ThreadWorker):
         if conn.parser is None:
             conn.parser = gunicorn_http.get_parser(self.cfg, conn.sock, conn.client)
             conn.initialized = True
-        conn.parser.unreader.unread(bytes(conn.pending))
-        conn.pending = bytearray()
+        request, leftover = conn.framer.reframed()
+        conn.parser.unreader.unread(request + leftover)
         conn.data_ready = True
         conn.arrived = time.monotonic()
         self.enqueue_req(conn)
@@ -357,11 +392,6 @@ class BufferedThreadWorker(ThreadWorker):
     def handle(self, conn: BufferedConn) -> Any:
         self.arrival.at = conn.arrived
         return super().handle(conn)
-
-    def handle_request(self, req: Any, conn: BufferedConn) -> bool:
-        if conn.continued:
-            req._expected_100_continue = False  # sent already, while the body was awaited
-        return super().handle_request(req, conn)
 
     def finish_request(self, conn: BufferedConn, fs: Any) -> None:  # type: ignore[override]
         """Back in the loop: read the next request of a kept-alive connection, or close."""
