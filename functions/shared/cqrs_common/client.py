@@ -71,7 +71,7 @@ class OutcomeUnknownError(UpstreamError):
     """A try may have reached the peer and nothing says what became of it: answered 504."""
 
     def __init__(self, target: str, detail: str) -> None:
-        super().__init__(target, f"{detail}; an earlier try may have taken effect", 504)
+        super().__init__(target, f"{detail}; a try may have taken effect", 504)
 
 
 def current_deadline() -> Deadline | None:

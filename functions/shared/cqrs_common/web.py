@@ -242,11 +242,15 @@ def upstream_status(exc: UpstreamError) -> int:
 
 def _upstream(exc: UpstreamError) -> Response:
     if upstream_status(exc) == 504:
-        logger.warning("deadline exceeded: %s", exc)
+        logger.warning("outcome unknown: %s", exc)
+        what = (
+            "did not answer within the request's budget"
+            if isinstance(exc, DeadlineExceededError)
+            else "gave no answer that says what became of the request"
+        )
         return problem(
             504, "Gateway Timeout",
-            f"a dependency did not answer within the request's budget ({exc.detail});"
-            " the request may have taken effect",
+            f"a dependency {what} ({exc.detail}); the request may have taken effect",
             type_=DEADLINE_PROBLEM,
         )  # fmt: skip
     logger.warning("upstream unavailable: %s", exc)
