@@ -182,6 +182,14 @@ def test_an_earlier_try_whose_outcome_is_unknown_keeps_the_call_a_504(server: st
     assert caught.value.status == 504 and len(_Handler.peers) == 2
 
 
+def test_a_read_has_no_unknown_outcome(server: str) -> None:
+    """A GET cannot have taken effect: a broken answer to one is unavailable (503), not 504."""
+    url, _ = raw_server([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"])
+    with pytest.raises(UpstreamError) as caught:
+        Client(retries=0).request("GET", url)
+    assert caught.value.status is None
+
+
 def test_no_connection_is_unavailable_not_unknown() -> None:
     with pytest.raises(UpstreamError, match="unreachable") as caught:
         Client(retries=1, backoff=0.0).request("POST", "http://127.0.0.1:9/", json=[1])

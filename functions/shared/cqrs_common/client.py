@@ -48,6 +48,7 @@ TRACE_HEADERS = (
 # Worth another try: the peer is starting, overloaded or briefly away (Knative's activator
 # answers 502/503 while a revision scales from zero).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class UpstreamError(Exception):
@@ -143,6 +144,7 @@ class Client:
         deadline = deadline or current_deadline()
         connect, read = timeout or self.timeout
         unknown = False  # whether a try may have taken effect without an answer saying so
+        safe = call.method in SAFE_METHODS  # a read has no effect to be unknown
         for attempt in range(self.retries + 1):
             budget = read if deadline is None else min(read, deadline.for_call())
             if budget < MIN_CALL:
@@ -158,14 +160,14 @@ class Client:
                 if exc.timed_out and budget < read:
                     detail = "no answer within the request's budget"
                     raise DeadlineExceededError(call.url, detail) from None
-                unknown = unknown or exc.sent
+                unknown = unknown or (exc.sent and not safe)
                 if last or not _time_for(deadline, delay):
                     if unknown:
                         raise OutcomeUnknownError(call.url, exc.detail) from None
                     raise UpstreamError(call.url, f"unreachable ({exc.detail})") from None
             else:
                 settled = response.status_code not in RETRY_STATUSES
-                unknown = unknown or response.status_code == 504
+                unknown = unknown or (response.status_code == 504 and not safe)
                 if not settled:
                     delay = _retry_after(response, delay)
                 if settled or last or not _time_for(deadline, delay):
