@@ -84,20 +84,19 @@ def outbound_headers(budget: float) -> dict[str, str]:
 
 def parse_epoch_millis(value: str | None) -> int | None:
     """A Unix time in whole milliseconds, or None when absent or malformed (ignored)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value.isascii() or not value.isdigit() or len(value) > 15:
-        return None
-    return int(value)
+    return _whole_number(value, 15)
 
 
 def parse_millis(value: str | None) -> int | None:
-    """A header's whole number of milliseconds, or None when absent or malformed (ignored)."""
+    """A header's whole number of milliseconds, or None when absent or malformed (ignored).
+    At most 9 digits (11 days): no caller waits longer, and no huge int reaches arithmetic."""
+    return _whole_number(value, 9)
+
+
+def _whole_number(value: str | None, max_digits: int) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    # At most 9 digits (11 days): no caller waits longer, and no huge int reaches arithmetic.
-    if not value.isascii() or not value.isdigit() or len(value) > 9:
+    if not value.isascii() or not value.isdigit() or len(value) > max_digits:
         return None
     return int(value)
