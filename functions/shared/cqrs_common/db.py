@@ -1,11 +1,12 @@
 """One small storage adapter over SQLite (one machine) and PostgreSQL (a cluster).
 
 Queries are written once with `?` placeholders; PostgreSQL gets them as `%s` (a `?` inside a
-quoted literal stays one, and `%` is escaped). Each thread holds
-its own connection for reads (and for PostgreSQL writes). On SQLite every write of the process
-goes through one connection with group commit: the transactions that arrive while a commit is
-being flushed share the next COMMIT and its fsync, each inside its own SAVEPOINT, and none of
-them returns before that COMMIT is durable.
+quoted literal stays one, and `%` is escaped). On PostgreSQL the threads share a small
+psycopg_pool (checked connections, a lifetime, a bounded wait). On SQLite each thread holds its
+own connection for reads, and every write of the process goes through one connection with
+group commit: the transactions that arrive while a commit is being flushed share the next
+COMMIT and its fsync, each inside its own SAVEPOINT, and none of them returns before that
+COMMIT is durable.
 
 Errors are translated per driver, as pyeventsourcing does with the PEP 249 tree, so that both
 dialects answer the same fault the same way:
@@ -39,12 +40,17 @@ _SCHEMA_LOCK_KEY = 0x63717273
 # SQLSTATE 25006: a write in a read-only transaction (a hot standby, or a primary told to only
 # read, as after a failover until the clients reconnect to the new primary).
 _PG_READ_ONLY = "25006"
-# PostgreSQL: the process's threads share at most this many connections. A statement is a round
-# trip of well under a millisecond, so 8 request threads and the relay seldom hold more than two
-# at once; a connection per thread was a server process each and libpq's buffers in the role
-# (order-db at 50.8 MiB PSS, make bench). A transaction waits this long for one, then 503.
+# PostgreSQL: the process's threads share at most this many connections (psycopg_pool). A
+# statement is a round trip of well under a millisecond, so 8 request threads and the relay seldom
+# hold more than two at once; a connection per thread was a server process each and libpq's
+# buffers in the role (order-db at 50.8 MiB PSS, make bench). A transaction waits this long for
+# one, then 503. Each is checked when taken (an idle session the server ended is replaced, not
+# answered 503), retired after PG_POOL_LIFETIME (a moved primary, a server's per-session memory)
+# and closed after PG_POOL_IDLE unused (a scaled-down role gives its sessions back).
 PG_POOL_SIZE = 3
 PG_POOL_WAIT = 5.0
+PG_POOL_LIFETIME = 1800.0
+PG_POOL_IDLE = 300.0
 
 
 # SQLite's primary result codes of a fault that may pass (sqlite3 gives sqlite_errorcode; the low
@@ -181,10 +187,10 @@ class Database:
         self._commit_lock = threading.Lock()  # one COMMIT (fsync) at a time
         self._batch: _Batch | None = None
         self._writer_file: tuple[int, int] | None = None  # the writer's file (device, inode)
-        # PostgreSQL's pool: idle connections (the last given back first: warm) and free slots.
-        self._idle: list[Any] = []
-        self._idle_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(PG_POOL_SIZE)
+        # PostgreSQL's pool, opened on first use in the process that uses it (never before a
+        # fork: its threads and sessions would not follow).
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
         _DATABASES.add(self)
 
     # -- connections -------------------------------------------------------------------------
@@ -220,34 +226,30 @@ class Database:
 
     @contextmanager
     def _pooled(self) -> Iterator[Any]:
-        """PostgreSQL: a connection of the pool for the block. It goes back only if it is open
-        and outside a transaction; one that failed is closed, and the next use connects anew
-        (to the new primary after a failover)."""
-        if not self._slots.acquire(timeout=PG_POOL_WAIT):
-            message = f"no connection free within {PG_POOL_WAIT:g} s ({PG_POOL_SIZE} in use)"
-            raise StoreUnavailableError(f"postgresql store: {message}")
-        conn = None
-        try:
-            with self._idle_lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None or conn.closed:
-                conn = self._connect()
+        """PostgreSQL: a checked connection of the pool for the block. The pool takes it back if
+        it is idle, rolls back one left in a transaction and discards one that broke."""
+        with self._postgres_pool().connection() as conn:
             yield conn
-        finally:
-            self._give_back(conn)
-            self._slots.release()
 
-    def _give_back(self, conn: Any) -> None:
-        if conn is None or conn.closed:
-            return
-        from psycopg.pq import TransactionStatus
+    def _postgres_pool(self) -> Any:
+        with self._pool_lock:
+            if self._pool is None:
+                from psycopg_pool import ConnectionPool  # only PostgreSQL deployments import it
 
-        if conn.info.transaction_status == TransactionStatus.IDLE:
-            with self._idle_lock:
-                self._idle.append(conn)
-            return
-        with contextlib.suppress(Exception):  # broken, or left inside a transaction
-            conn.close()
+                self._pool = ConnectionPool(
+                    self.url,
+                    kwargs={"autocommit": True, "connect_timeout": 5},
+                    min_size=0,  # connect on demand: a role that never reads opens nothing
+                    max_size=PG_POOL_SIZE,
+                    timeout=PG_POOL_WAIT,
+                    check=ConnectionPool.check_connection,
+                    max_lifetime=PG_POOL_LIFETIME,
+                    max_idle=PG_POOL_IDLE,
+                    num_workers=1,
+                    name=f"cqrs-{id(self):x}",
+                    open=True,
+                )
+            return self._pool
 
     def _drop_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -446,11 +448,10 @@ class Database:
 
     def close(self) -> None:
         self._drop_connection()
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            with contextlib.suppress(Exception):  # a broken one is gone either way
-                conn.close()
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=1.0)  # its sessions, and its threads
         with self._write_lock:
             if self._writer is not None:
                 self._writer.close()
