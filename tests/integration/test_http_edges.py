@@ -334,10 +334,3 @@ def test_deeply_nested_json_through_gunicorn_is_a_400(roles: Stack) -> None:
     )
     assert response.status_code == 400
     assert response.headers["Content-Type"] == "application/problem+json"
-
-
-def test_the_worker_and_the_app_agree() -> None:
-    from cqrs_common import gunicorn_worker, web
-
-    assert web.MAX_BODY_BYTES == MAX_BODY_BYTES
-    assert web.ARRIVED_KEY == gunicorn_worker.ARRIVED_KEY

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from validate import kustomize_build, validate_document
 
 from cqrs_common import events
 from cqrs_common.config import Settings
+from cqrs_common.limits import WORKER_THREADS
 from cqrs_common.roles import ROLES, ROLES_BY_NAME, SINK_BATCH
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,10 +166,16 @@ def test_ports_probes_resources_and_security() -> None:
         assert ksvc["spec"]["template"]["spec"]["serviceAccountName"] == name
 
 
-def test_autoscaling_matches_gunicorn() -> None:
+def test_autoscaling_matches_gunicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """containerConcurrency is what gunicorn serves at once as the image runs it: no variable
+    set, its config's workers x cqrs_common.limits.WORKER_THREADS."""
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.delenv("GUNICORN_THREADS", raising=False)
+    conf = importlib.reload(importlib.import_module("cqrs_common.gunicorn_conf"))
+    workers, threads = conf.workers, conf.threads
+    assert threads == WORKER_THREADS
     dockerfile = (ROOT / "functions" / "Dockerfile").read_text(encoding="utf-8")
-    workers = int(re.search(r"WEB_CONCURRENCY=(\d+)", dockerfile).group(1))
-    threads = int(re.search(r"GUNICORN_THREADS=(\d+)", dockerfile).group(1))
+    assert "GUNICORN_THREADS" not in dockerfile and "WEB_CONCURRENCY" not in dockerfile
     for name, ksvc in ksvcs(build("knative/base")).items():
         tmpl = ksvc["spec"]["template"]
         ann = tmpl["metadata"]["annotations"]

@@ -211,3 +211,15 @@ def test_a_header_with_a_control_character_is_never_sent(value: str) -> None:
     with pytest.raises(ValueError, match="invalid header"):
         Client(retries=0).request("GET", url, headers={"X-A": value})
     assert got == []
+
+
+def test_a_status_a_call_tries_again_is_one_a_delivery_sends_again() -> None:
+    """One classification: what the client retries at once, the outbox retries later, never
+    parks (and a batch with such an event is failed for now)."""
+    from cqrs_common.client import RETRY_STATUSES, failed_for_now
+    from cqrs_common.receiver import batch_status
+
+    assert all(failed_for_now(status) for status in RETRY_STATUSES)
+    statuses = (400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 501)
+    assert [s for s in statuses if failed_for_now(s)] == [404, 409, 429, 500, 501]
+    assert batch_status([200, 409]) == 503 and batch_status([200, 422]) == 422

@@ -18,13 +18,15 @@ from cqrs_common.client import UpstreamError
 from cqrs_common.cloudevents_io import Outcome, Publisher, RejectedEventError, new_event
 from cqrs_common.db import StoreUnavailableError
 from cqrs_common.lifecycle import DRAINING
+from cqrs_common.limits import WORKER_THREADS
 from cqrs_common.roles import ORDER_DB, SINK_BATCH
 from order_db.store import OrderStore, OutboxRow
 
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
-SENDERS = 8  # deliveries in flight at once, as many as a receiver's containerConcurrency
+# Deliveries in flight at once: as many as a receiver takes (its containerConcurrency).
+SENDERS = WORKER_THREADS
 MAX_ATTEMPTS = 50  # with a 60 s ceiling, about 45 minutes of trying before a row is parked
 
 

@@ -45,9 +45,20 @@ TRACE_HEADERS = (
     "x-b3-flags",
     "b3",
 )
-# Worth another try: the peer is starting, overloaded or briefly away (Knative's activator
-# answers 502/503 while a revision scales from zero).
+# What an answer's status tells its sender, in one place. A call between roles is worth another
+# try on these: the peer is starting, overloaded or briefly away (Knative's activator answers
+# 502/503 while a revision scales from zero).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# An event's delivery has failed for now (sent again later, never parked) on any 5xx and on the
+# 4xx that Knative's own senders retry (pkg/kncloudevents/retries.go); any other 4xx refuses it.
+RETRYABLE_4XX = frozenset({404, 408, 409, 429})
+
+
+def failed_for_now(status: int) -> bool:
+    """An event answered with `status` is to be sent again later (a batch's own status too)."""
+    return status >= 500 or status in RETRYABLE_4XX
+
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

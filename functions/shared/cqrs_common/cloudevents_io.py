@@ -23,7 +23,7 @@ from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from cqrs_common.client import Client, UpstreamError
+from cqrs_common.client import Client, UpstreamError, failed_for_now
 from cqrs_common.limits import MAX_BODY_BYTES
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ class RejectedEventError(Exception):
         self.detail = detail
 
 
-# Knative retries these 4xx (pkg/kncloudevents/retries.go), so we treat them as transient too.
-RETRYABLE_4XX = frozenset({404, 408, 409, 429})
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 # A receiver that answered 415 to a batch (an older version, mid-rollout) gets single events
@@ -250,7 +248,7 @@ def _failure(sink: str, status: int, text: str) -> Exception | None:
     if 200 <= status < 300:
         return None
     detail = _detail(text)
-    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+    if 400 <= status < 500 and not failed_for_now(status):
         return RejectedEventError(status, detail)
     return UpstreamError(sink, f"answered {status}: {detail}", status)
 

@@ -8,9 +8,11 @@ containerConcurrency is 8 to match, and it scales out with more pods instead of 
 import os
 import signal
 
+from cqrs_common.limits import worker_threads
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+threads = worker_threads()  # 8 (cqrs_common.limits.WORKER_THREADS)
 # gthread, with each request read whole by the worker's event loop before a thread takes it: a
 # slow or silent client can no longer hold the 8 threads (cqrs_common.gunicorn_worker).
 worker_class = "cqrs_common.gunicorn_worker.BufferedThreadWorker"

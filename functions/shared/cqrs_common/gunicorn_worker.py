@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import selectors
 import socket
@@ -47,9 +46,10 @@ from gunicorn import http as gunicorn_http
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from cqrs_common.limits import MAX_BODY_BYTES, MAX_HEAD_BYTES, PROBLEM_JSON
+from cqrs_common import problems
+from cqrs_common.limits import ARRIVED_KEY, MAX_BODY_BYTES, MAX_HEAD_BYTES
+from cqrs_common.problems import PROBLEM_JSON
 
-ARRIVED_KEY = "cqrs.arrived"  # the same key as cqrs_common.web.ARRIVED_KEY
 # How long a stopping worker keeps connections that have not sent a whole request.
 STOP_LINGER = 2.0
 # After an error answer: how long, and how much, to read and drop before closing.
@@ -164,7 +164,7 @@ def frame(data: bytes | bytearray, max_body: int = MAX_BODY_BYTES,
 
 def problem_bytes(status: int, reason: str, detail: str) -> bytes:
     """A whole HTTP/1.1 answer: an RFC 9457 problem, and the connection closes after it."""
-    body = json.dumps({"type": "about:blank", "title": reason, "status": status, "detail": detail})
+    body = problems.document(status, reason, detail)
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: {PROBLEM_JSON}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -286,17 +286,15 @@ class BufferedThreadWorker(ThreadWorker):
             return False
         self._forget(conn)
         if verdict == TOO_LARGE:
-            detail = f"the body is larger than {MAX_BODY_BYTES // 1024} KiB"
-            self._answer_and_close(conn, 413, "Request Entity Too Large", detail)
+            self._answer_and_close(conn, 413, "Request Entity Too Large", problems.BODY_TOO_LARGE)
         elif verdict == BAD_FRAMING:
             detail = f"malformed request: {conn.framer.detail}"
             self._answer_and_close(conn, 400, "Bad Request", detail)
         elif verdict == URI_TOO_LONG:
-            detail = f"the request line is longer than {MAX_HEAD_BYTES // 1024} KiB"
-            self._answer_and_close(conn, 414, "URI Too Long", detail)
+            self._answer_and_close(conn, 414, "URI Too Long", problems.LINE_TOO_LONG)
         elif verdict == HEAD_TOO_LARGE:
-            detail = f"the request line and headers are larger than {MAX_HEAD_BYTES // 1024} KiB"
-            self._answer_and_close(conn, 431, "Request Header Fields Too Large", detail)
+            reason = "Request Header Fields Too Large"
+            self._answer_and_close(conn, 431, reason, problems.HEAD_TOO_LARGE)
         else:
             self._dispatch(conn)
         return True

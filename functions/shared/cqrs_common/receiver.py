@@ -19,8 +19,8 @@ from cloudevents.core.base import BaseCloudEvent
 from flask import Flask, Response, current_app, g, jsonify, request
 
 from cqrs_common import events, tracing
+from cqrs_common.client import failed_for_now
 from cqrs_common.cloudevents_io import (
-    RETRYABLE_4XX,
     BadEventError,
     event_data,
     event_log_fields,
@@ -77,7 +77,7 @@ def receive_events(
 
 def batch_status(statuses: Sequence[int]) -> int:
     """A batch's status from its events': the most severe (the module's docstring)."""
-    if any(status >= 500 or status in RETRYABLE_4XX for status in statuses):
+    if any(failed_for_now(status) for status in statuses):
         return 503
     return next((status for status in statuses if status >= 400), 200)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -15,14 +14,15 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from cqrs_common import lifecycle, logs, metrics, tracing
+from cqrs_common import lifecycle, logs, metrics, problems, tracing
 from cqrs_common.client import DeadlineExceededError, UpstreamError
 from cqrs_common.cloudevents_io import BadEventError, UnsupportedEventModeError
 from cqrs_common.config import Settings
 from cqrs_common.db import StoreUnavailableError
 from cqrs_common.deadline import Deadline
 from cqrs_common.domain import ConflictError, ValidationError, reason_sentence
-from cqrs_common.limits import MAX_BODY_BYTES, PROBLEM_JSON
+from cqrs_common.limits import ARRIVED_KEY, MAX_BODY_BYTES, worker_threads
+from cqrs_common.problems import PROBLEM_JSON
 from cqrs_common.roles import ROLES_BY_NAME
 
 logger = logging.getLogger(__name__)
@@ -36,9 +36,6 @@ AUTH_PROBLEM = "urn:cqrs:problem:caller"
 PROBES = ("/healthz", "/readyz")
 QUIET = (*PROBES, metrics.METRICS_PATH)
 JSON_TYPES = ("application/json", PROBLEM_JSON)
-# Set by cqrs_common.gunicorn_worker: when the request had fully arrived (time.monotonic()), so
-# the time it waited for a thread counts against its budget.
-ARRIVED_KEY = "cqrs.arrived"
 
 
 class UnsupportedMediaType(Exception):
@@ -54,13 +51,9 @@ def problem(
     invalid_params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """An RFC 9457 problem document."""
-    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    if invalid_params:
-        body["invalid-params"] = [{"name": k, "reason": v} for k, v in invalid_params.items()]
-    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    """An RFC 9457 problem document (cqrs_common.problems)."""
+    body = problems.document(status, title, detail, type_=type_, invalid_params=invalid_params)
+    response = Response(body, status=status, mimetype=PROBLEM_JSON)
     response.headers.update(headers or {})
     return response
 
@@ -117,7 +110,7 @@ def create_base_app(
 
 def _add_telemetry(app: Flask, settings: Settings) -> None:
     """Prometheus metrics always (GET /metrics); traces when the OTEL_* variables ask."""
-    metrics.instrument(app, settings.role, threads=int(os.environ.get("GUNICORN_THREADS", 8)))
+    metrics.instrument(app, settings.role, threads=worker_threads())
     if tracing.configure(settings.role):
         tracing.instrument_app(app)
         lifecycle.on_stop(app, tracing.shutdown)  # send what is buffered before the exit
@@ -270,7 +263,7 @@ def _http(exc: HTTPException) -> Response:
     status = exc.code or 500
     detail = exc.description
     if status == 413:
-        detail = f"the body is larger than {MAX_BODY_BYTES // 1024} KiB"
+        detail = problems.BODY_TOO_LARGE
     allowed = getattr(exc, "valid_methods", None)
     headers = {"Allow": ", ".join(allowed)} if status == 405 and allowed else None
     return problem(status, exc.name, detail, headers=headers)
