@@ -121,23 +121,29 @@ def healthz_seconds(stack: Stack, role: str) -> float:
 # -- slow and silent clients ----------------------------------------------------------------------
 
 
-def test_64_stalled_connections_do_not_starve_the_role(roles: Stack) -> None:
+@pytest.mark.parametrize("count", [8, 64, 512])
+def test_stalled_connections_do_not_starve_the_role(roles: Stack, count: int) -> None:
+    """Half send nothing, half stop in the middle of a body: probes and orders still answer
+    (the times are printed; the bound only says an answer came). On gunicorn's own gthread,
+    8 made the first /healthz wait 4.5 s, and with 64 or 512 it had no answer within 60 s."""
     addr = address(roles, "order-db")
     stalled: list[socket.socket] = []
     try:
-        for n in range(64):
+        for n in range(count):
             sock = socket.create_connection(addr, timeout=10)
-            if n % 2:  # half send nothing, half stop in the middle of a request's body
+            if n % 2:
                 sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
             stalled.append(sock)
         time.sleep(0.5)
         took = [healthz_seconds(roles, "order-db") for _ in range(5)]
-        print(f"\n/healthz with 64 stalled connections: {', '.join(f'{t:.3f}' for t in took)} s")
-        assert max(took) < HEALTHZ_BOUND, took
-        # Real work goes through too.
-        headers, body = placed("edge-while-stalled")
+        headers, body = placed(f"edge-while-{count}-stalled")
+        started = time.monotonic()
         response = requests.post(roles.url("order-db"), headers=headers, data=body, timeout=30)
+        order = time.monotonic() - started
+        probes = ", ".join(f"{t * 1000:.1f}" for t in took)
+        print(f"\n{count} stalled: /healthz {probes} ms, an order {order * 1000:.1f} ms")
         assert response.status_code == 201, response.text
+        assert max(took) < HEALTHZ_BOUND and order < HEALTHZ_BOUND, (took, order)
     finally:
         for sock in stalled:
             sock.close()

@@ -1,4 +1,5 @@
-"""The worker's event loop hands a request to a thread only once it has all arrived: framing."""
+"""The worker's event loop hands a request to a thread only once it has all arrived (framing, by
+h11), and the app gets it as a PEP 3333 environ."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cqrs_common.gunicorn_worker import (
     TOO_LARGE,
     URI_TOO_LONG,
     Framer,
-    error_status,
+    environ_for,
     frame,
     problem_bytes,
 )
@@ -60,14 +61,53 @@ def test_frame(data: bytes, verdict: str) -> None:
     assert frame(data)[0] == verdict
 
 
-def test_the_thread_gets_the_request_framed_by_its_length_and_the_rest_stays() -> None:
+def test_a_chunked_body_arrives_whole_and_the_next_request_stays() -> None:
     framer = Framer()
     data = HEAD + b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
     assert framer.feed(data) == INCOMPLETE and framer.waits_for_continue
     assert framer.feed(chunked(b"{", b"}") + b"GET /healthz HTTP/1.1\r\n") == COMPLETE
-    request, leftover = framer.reframed()
-    assert request == HEAD + b"Content-Length: 2\r\n\r\n{}"
-    assert leftover == b"GET /healthz HTTP/1.1\r\n"
+    assert bytes(framer.body) == b"{}"
+    assert framer.leftover == b"GET /healthz HTTP/1.1\r\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "verdict"),
+    [
+        (b"GET /" + b"a" * 4000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", COMPLETE),
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", URI_TOO_LONG),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 8100 + b"\r\n\r\n", COMPLETE),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n", HEAD_TOO_LARGE),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: a\r\n" * 99 + b"\r\n", COMPLETE),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: a\r\n" * 100 + b"\r\n", HEAD_TOO_LARGE),
+    ],
+    ids=["line", "long-line", "field", "long-field", "100-fields", "101-fields"],
+)
+def test_gunicorns_size_settings_bound_the_line_and_the_fields(line: bytes, verdict: str) -> None:
+    assert Framer(limits=(4094, 100, 8190)).feed(line) == verdict
+
+
+def test_the_environ_is_the_request_with_its_body_whole() -> None:
+    framer = Framer()
+    request = (
+        b"POST /api/orders%2Fx/%C3%A9?a=1&b=%20 HTTP/1.1\r\nHost: shop.example\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n"
+        b"X_Forwarded_For: spoofed\r\n\r\n"
+    )
+    assert framer.feed(request + chunked(b'{"a":', b"1}")) == COMPLETE
+    assert framer.request is not None
+    environ = environ_for(framer.request, bytes(framer.body), ("10.1.2.3", 5555), ("0.0.0.0", 80))
+    assert environ["REQUEST_METHOD"] == "POST"
+    assert environ["PATH_INFO"] == "/api/orders/x/\xc3\xa9"  # bytes as latin-1 (PEP 3333)
+    assert environ["QUERY_STRING"] == "a=1&b=%20"
+    assert environ["CONTENT_TYPE"] == "application/json"
+    assert environ["CONTENT_LENGTH"] == "7"
+    assert environ["wsgi.input"].read() == b'{"a":1}'
+    assert environ["HTTP_X_FORWARDED_FOR"] == "10.0.0.1,10.0.0.2"  # the underscored one dropped
+    assert "HTTP_TRANSFER_ENCODING" not in environ
+    assert environ["HTTP_HOST"] == "shop.example"
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("10.1.2.3", "5555")
+    assert environ["SERVER_PROTOCOL"] == "HTTP/1.1"
 
 
 def test_frame_asks_for_the_body_when_the_client_expects_100_continue() -> None:
@@ -85,13 +125,3 @@ def test_errors_are_problem_json_and_close_the_connection() -> None:
     assert b"Content-Type: application/problem+json" in head
     assert b"Connection: close" in head
     assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) == len(body)
-
-
-def test_gunicorns_errors_keep_their_status() -> None:
-    from gunicorn.http import errors
-
-    assert error_status(errors.LimitRequestLine(5000, 4094)) == (414, "URI Too Long")
-    assert error_status(errors.LimitRequestHeaders("x"))[0] == 431
-    assert error_status(errors.InvalidHeader("x"))[0] == 400
-    assert error_status(errors.InvalidResponseHeader("x"))[0] == 500
-    assert error_status(RuntimeError("x"))[0] == 500

@@ -13,9 +13,9 @@ from cqrs_common.limits import worker_threads
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 threads = worker_threads()  # 8 (cqrs_common.limits.WORKER_THREADS)
-# gthread, with each request read whole by the worker's event loop before a thread takes it: a
-# slow or silent client can no longer hold the 8 threads (cqrs_common.gunicorn_worker).
-worker_class = "cqrs_common.gunicorn_worker.BufferedThreadWorker"
+# HTTP/1.1 by h11, each request read whole by the worker's event loop before one of its threads
+# takes it: a slow or silent client cannot hold the 8 threads (cqrs_common.gunicorn_worker).
+worker_class = "cqrs_common.gunicorn_worker.H11Worker"
 # The master imports and builds the app, then forks the worker, which shares those pages with it
 # instead of importing everything a second time: about 2 MiB less PSS per role (make bench). The
 # worker still starts the relay itself (post_worker_init); pre_fork closes what the master opened.

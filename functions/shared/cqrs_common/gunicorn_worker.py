@@ -1,50 +1,54 @@
-"""gunicorn's gthread worker, except that a thread only ever gets a request that has fully arrived.
+"""A gunicorn worker that speaks HTTP/1.1 through h11 and gives a thread only a whole request.
 
-gthread hands a connection to one of its 8 threads as soon as it is readable, and the thread then
-reads the request with no time limit: 8 clients that open a connection and send half a request
-(or nothing) hold every thread, and the role stops answering, its probes included. Here the
-worker's event loop reads each request, line, headers and body, without blocking; a thread gets
-it only once it is all there, so a slow or silent client costs a socket and a few bytes, never a
-thread. The loop also enforces, before any app code runs:
+gunicorn stays the server: its master binds, forks, supervises, reloads and stops the workers;
+this is a worker class on gunicorn's documented extension point, `gunicorn.workers.base.Worker`
+(it overrides `run` and nothing of any other worker). The protocol, both ways, is h11's, a
+maintained HTTP/1.1 implementation: it reads each request in the worker's event loop without
+blocking, and it frames each answer (Content-Length or chunked, keep-alive or close, no body
+for HEAD). A thread of the pool (`threads`, 8) gets a request only once it has all arrived, so
+a slow or silent client costs a socket and a few bytes, never a thread. Before any app code
+runs, the loop enforces:
 
 - a read deadline: a request must arrive whole within REQUEST_READ_TIMEOUT seconds (10) of its
   first byte, else 408; a connection that sends nothing is closed after `keepalive` seconds;
-- the body limit: past 64 KiB (by Content-Length, or counted across chunks) the answer is 413
-  with `Connection: close`, and the body is never truncated into something that parses;
+- the body limit: past 64 KiB (by Content-Length, or counted across chunks) the answer is 413,
+  and the body is never truncated into something that parses;
+- the size limits of the request line and headers: gunicorn's own settings
+  (`limit_request_line`, `limit_request_fields`, `limit_request_field_size`), 414 or 431;
 - bounded connections: past `worker_connections`, the longest-waiting connection that has sent
   nothing is closed to make room, so new connections (and probes) are always accepted;
-- the framing by h11, a maintained HTTP/1.1 parser (Framer): a shape two parsers could read
-  differently (two Transfer-Encodings, Transfer-Encoding with Content-Length, an obsolete line
-  folding, two Content-Lengths, a coding other than chunked) or a malformed chunk or trailer is
-  a 400 and a closed connection, and the thread gets the request framed by Content-Length
-  alone, so gunicorn's parser never reads a body there;
-- problem+json for gunicorn's own refusals (400, 414, 431, ...), like every other error here.
+- no shape that two parsers could read differently: h11 refuses two different Content-Lengths,
+  a coding other than chunked and malformed chunks or trailers; Framer also refuses two
+  Transfer-Encoding lines, Transfer-Encoding with Content-Length and obsolete line folding.
 
-A connection the worker closes after an error answer is closed gently (half-closed, the rest of
-the request read and dropped for a moment) so the client reads the answer instead of a reset.
-The time a request finished arriving goes to the app as environ["cqrs.arrived"], so the time it
-then waits for a thread counts against its budget (cqrs_common.deadline).
-
-Written against gunicorn 27's gthread (its TConn, poller, method queue and finish_request).
+Each refusal is a problem+json answer and a closed connection, closed gently (half-closed, the
+rest of the request read and dropped for a moment) so the client reads the answer instead of a
+reset. The app gets a PEP 3333 environ whose body is whole (`CONTENT_LENGTH` is its size) and
+environ["cqrs.arrived"], when the request finished arriving, so the time it then waited for a
+thread counts against its budget (cqrs_common.deadline). A header whose name has an underscore is
+dropped, as gunicorn does: in the environ it would pass for the same name with a hyphen.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
+import queue
 import selectors
 import socket
-import threading
+import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
 from functools import partial
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import h11
-from gunicorn import http as gunicorn_http
-from gunicorn.http import errors as http_errors
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.base import Worker
 
 from cqrs_common import problems
 from cqrs_common.limits import ARRIVED_KEY, MAX_BODY_BYTES, MAX_HEAD_BYTES
@@ -55,26 +59,34 @@ STOP_LINGER = 2.0
 # After an error answer: how long, and how much, to read and drop before closing.
 CLOSE_LINGER = 2.0
 CLOSE_DRAIN_BYTES = 1024 * 1024
+# A thread writing an answer to a client that does not read gives up after this long.
+WRITE_TIMEOUT = 30.0
 
 INCOMPLETE, COMPLETE = "incomplete", "complete"
 BAD_FRAMING, TOO_LARGE, URI_TOO_LONG, HEAD_TOO_LARGE = "400", "413", "414", "431"
-# Framing headers of the request as it arrived: the thread's copy is framed by Content-Length
-# alone, its body already whole (no 100 Continue is owed either).
-_REFRAMED = frozenset({b"content-length", b"transfer-encoding", b"expect"})
+# gunicorn's defaults for its size settings, for a Framer made outside a worker.
+LINE_LIMIT, FIELDS_LIMIT, FIELD_SIZE_LIMIT = 4094, 100, 8190
+# Headers the environ does not carry as HTTP_*: the body is whole, framed by its length.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 
 
 class Framer:
-    """One request of a connection, read as it arrives by h11 (a maintained HTTP/1.1 parser):
-    whether it is whole, too large or malformed, and then the same request framed by a
-    Content-Length alone for gunicorn's parser, which so never reads a body in a thread.
+    """One request of a connection, read as it arrives by h11: whether it is whole, too large
+    or malformed; then its answer, framed by the same h11 connection.
 
     Refused with 400 besides what h11 refuses (two Content-Lengths that differ, a coding other
     than chunked, two Transfer-Encoding lines, a malformed chunk or trailer): the shapes that
     two parsers read differently, Transfer-Encoding with Content-Length, and an obsolete line
     folding (h11 unfolds it)."""
 
-    def __init__(self, max_body: int = MAX_BODY_BYTES, max_head: int = MAX_HEAD_BYTES) -> None:
+    def __init__(
+        self,
+        max_body: int = MAX_BODY_BYTES,
+        max_head: int = MAX_HEAD_BYTES,
+        limits: tuple[int, int, int] = (LINE_LIMIT, FIELDS_LIMIT, FIELD_SIZE_LIMIT),
+    ) -> None:
         self.max_body, self.max_head = max_body, max_head
+        self.line_limit, self.fields_limit, self.field_size_limit = limits
         self.parser = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
         self.request: h11.Request | None = None
         self.head = bytearray()  # what arrived before the request line and headers were read
@@ -123,12 +135,25 @@ class Framer:
         self.request = request
         end = self.head.find(b"\r\n\r\n")
         head = self.head[: end if end >= 0 else len(self.head)]
+        lines = head.split(b"\r\n")
+        if self.line_limit and len(lines[0]) > self.line_limit:
+            self.detail = f"the request line is longer than {self.line_limit} bytes"
+            return URI_TOO_LONG
+        if self.fields_limit and len(request.headers) > self.fields_limit:
+            self.detail = f"more than {self.fields_limit} header fields"
+            return HEAD_TOO_LARGE
+        if any(len(line) > self.field_size_limit for line in lines[1:]):
+            self.detail = f"a header field is longer than {self.field_size_limit} bytes"
+            return HEAD_TOO_LARGE
         if b"\n " in head or b"\n\t" in head:
             self.detail = "obsolete line folding"
             return BAD_FRAMING
-        names = {name for name, _ in request.headers}
-        if {b"transfer-encoding", b"content-length"} <= names:
+        names = [name for name, _ in request.headers]
+        if b"transfer-encoding" in names and b"content-length" in names:
             self.detail = "both Transfer-Encoding and Content-Length"
+            return BAD_FRAMING
+        if names.count(b"transfer-encoding") > 1:
+            self.detail = "more than one Transfer-Encoding"
             return BAD_FRAMING
         length = next((v for n, v in request.headers if n == b"content-length"), None)
         return TOO_LARGE if length is not None and int(length) > self.max_body else None
@@ -138,19 +163,10 @@ class Framer:
         """The client waits for a 100 Continue before it sends the body."""
         return self.parser.they_are_waiting_for_100_continue
 
-    def reframed(self) -> tuple[bytes, bytes]:
-        """The whole request framed by Content-Length, and what arrived after it (pipelined)."""
-        assert self.request is not None
-        request = self.request
-        lines = [b"%s %s HTTP/%s" % (request.method, request.target, request.http_version)]
-        lines += [
-            b"%s: %s" % (name, value)
-            for name, value in request.headers.raw_items()
-            if name.lower() not in _REFRAMED
-        ]
-        lines.append(b"Content-Length: %d" % len(self.body))
-        leftover, _ = self.parser.trailing_data
-        return b"\r\n".join(lines) + b"\r\n\r\n" + bytes(self.body), leftover
+    @property
+    def leftover(self) -> bytes:
+        """What arrived after this request (the next one, pipelined)."""
+        return self.parser.trailing_data[0]
 
 
 def frame(data: bytes | bytearray, max_body: int = MAX_BODY_BYTES,
@@ -162,8 +178,57 @@ def frame(data: bytes | bytearray, max_body: int = MAX_BODY_BYTES,
     return verdict, verdict == INCOMPLETE and framer.waits_for_continue
 
 
+def environ_for(
+    request: h11.Request,
+    body: bytes,
+    peer: Any,
+    server: Any,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The PEP 3333 environ of a whole request, as h11 read it."""
+    target = request.target.decode("latin-1")
+    path, _, query = target.partition("?")
+    if not path.startswith("/"):  # absolute-form (a proxy's request) or "*"
+        path = "/" + path.split("://", 1)[-1].partition("/")[2] if "://" in path else path
+    host, port = _address(server)
+    environ: dict[str, Any] = {
+        **(base or {}),
+        "REQUEST_METHOD": request.method.decode("latin-1"),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query,
+        "RAW_URI": target,
+        "REQUEST_URI": target,
+        "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("latin-1"),
+        "SERVER_NAME": host,
+        "SERVER_PORT": port,
+        "REMOTE_ADDR": _address(peer)[0],
+        "REMOTE_PORT": _address(peer)[1],
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.input_terminated": True,
+    }
+    for raw_name, raw_value in request.headers:
+        if raw_name in _FRAMING or b"_" in raw_name:
+            continue
+        value = raw_value.decode("latin-1")
+        if raw_name == b"content-type":
+            environ["CONTENT_TYPE"] = value
+            continue
+        key = "HTTP_" + raw_name.decode("latin-1").upper().replace("-", "_")
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return environ
+
+
+def _address(address: Any) -> tuple[str, str]:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), str(address[1])
+    return str(address or ""), ""
+
+
 def problem_bytes(status: int, reason: str, detail: str) -> bytes:
-    """A whole HTTP/1.1 answer: an RFC 9457 problem, and the connection closes after it."""
+    """A whole HTTP/1.1 answer: an RFC 9457 problem, and the connection closes after it (sent
+    when h11 can frame no answer: the request line itself was refused)."""
     body = problems.document(status, reason, detail)
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: {PROBLEM_JSON}\r\n"
@@ -172,96 +237,123 @@ def problem_bytes(status: int, reason: str, detail: str) -> bytes:
     return (head + body).encode("latin-1")
 
 
-def error_status(exc: BaseException) -> tuple[int, str]:
-    """The status gunicorn would answer for one of its own errors (base.Worker.handle_error)."""
-    if isinstance(exc, (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName)):
-        return 500, "Internal Server Error"  # the app's fault, not the client's
-    table: Iterable[tuple[type[BaseException], int, str]] = (
-        (http_errors.LimitRequestLine, 414, "URI Too Long"),
-        (http_errors.LimitRequestHeaders, 431, "Request Header Fields Too Large"),
-        (http_errors.UnsupportedTransferCoding, 501, "Not Implemented"),
-        (http_errors.ExpectationFailed, 417, "Expectation Failed"),
-        (http_errors.ForbiddenProxyRequest, 403, "Forbidden"),
-        (http_errors.ConfigurationProblem, 500, "Internal Server Error"),
-        (http_errors.ParseException, 400, "Bad Request"),
-    )
-    for kind, status, reason in table:
-        if isinstance(exc, kind):
-            return status, reason
-    return 500, "Internal Server Error"
+class Conn:
+    """A client connection: its socket, the request being read, and when things happened."""
 
+    __slots__ = ("arrived", "continued", "first_byte", "framer", "idle_since", "peer", "sock")
 
-class BufferedConn(TConn):
-    """A connection whose request the event loop reads; `init` runs in the thread."""
-
-    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any) -> None:
-        super().__init__(cfg, sock, client, server)
+    def __init__(self, sock: socket.socket, peer: Any) -> None:
+        self.sock, self.peer = sock, peer
         self.framer = Framer()
         self.first_byte: float | None = None  # when the request being read began to arrive
         self.idle_since = time.monotonic()
         self.continued = False  # 100 Continue sent for the request being read
         self.arrived = 0.0
-        self.read_timeout = 10.0
-
-    def init(self) -> None:
-        # The request is already in the parser's buffer: a read from the socket here would mean
-        # this module and gunicorn disagree on its framing, so it may not wait long.
-        self.sock.settimeout(self.read_timeout)
 
 
-class BufferedThreadWorker(ThreadWorker):
+class H11Worker(Worker):
+    """gunicorn's worker interface, h11's HTTP/1.1, a pool of `threads` for the app."""
+
     def init_process(self) -> None:
         if self.cfg.is_ssl:
-            raise RuntimeError("BufferedThreadWorker serves plain HTTP/1.1 (TLS ends at the mesh)")
+            raise RuntimeError("H11Worker serves plain HTTP/1.1 (TLS ends at the mesh)")
         self.read_timeout = float(os.environ.get("REQUEST_READ_TIMEOUT", "10"))
-        self.waiting: dict[BufferedConn, None] = {}  # insertion order: longest waiting first
+        self.limits = (
+            self.cfg.limit_request_line,
+            self.cfg.limit_request_fields,
+            self.cfg.limit_request_field_size,
+        )
+        self.waiting: dict[Conn, None] = {}  # insertion order: longest waiting first
         self.closing: dict[socket.socket, float] = {}  # answered and half-closed: until when
-        # Room for the connections the threads hold; the rest may wait in the loop.
-        self.max_waiting = max(16, self.worker_connections - self.cfg.threads)
-        self.stopping_since: float | None = None
-        self.arrival = threading.local()
-        super().init_process()  # runs the loop
-
-    def load_wsgi(self) -> None:
-        super().load_wsgi()
-        app, arrival = self.wsgi, self.arrival
-
-        def stamped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-            environ[ARRIVED_KEY] = getattr(arrival, "at", None) or time.monotonic()
-            return app(environ, start_response)
-
-        stamped.__wrapped__ = app  # type: ignore[attr-defined]  # the app, for gunicorn_conf
-        self.wsgi = stamped
+        self.in_flight: set[Conn] = set()
+        self.max_waiting = max(16, self.cfg.worker_connections - self.cfg.threads)
+        self.finished: queue.SimpleQueue[tuple[Conn, bool]] = queue.SimpleQueue()
+        self.base_environ = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": self.cfg.workers > 1,
+            "wsgi.run_once": False,
+            "SERVER_SOFTWARE": "gunicorn",
+        }
+        super().init_process()  # loads the app, then runs the loop
 
     # -- the event loop ----------------------------------------------------------------------
 
-    def accept(self, listener: socket.socket) -> None:
+    def run(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="request")
+        self.wake_r, self.wake_w = socket.socketpair()  # the threads wake the loop
+        for sock in (self.wake_r, self.wake_w):
+            sock.setblocking(False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, self._drain_wake)
+        self.selector.register(self.PIPE[0], selectors.EVENT_READ, self._drain_pipe)  # signals
+        for listener in self.sockets:
+            listener.setblocking(False)
+            self.selector.register(listener, selectors.EVENT_READ, self._accept)
+        stopping_since: float | None = None
+        while True:
+            self.notify()
+            for key, _ in self.selector.select(1.0):
+                key.data(key.fileobj)
+            self._take_back_finished()
+            if self.alive and self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                self.alive = False
+            now = time.monotonic()
+            if not self.alive and stopping_since is None:
+                stopping_since = now
+                for listener in self.sockets:  # no new connections; the master keeps them
+                    with contextlib.suppress(KeyError, ValueError):
+                        self.selector.unregister(listener)
+            self._time_out(now, stopping_since)
+            if stopping_since is not None and self._stopped(now - stopping_since):
+                break
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self._time_out(time.monotonic(), None, force=True)
+
+    def _stopped(self, stopping_for: float) -> bool:
+        """Stopping: done once no request is being answered (gunicorn's master kills the worker
+        after graceful_timeout anyway) and the partial ones have had STOP_LINGER."""
+        idle = all(conn.first_byte is None for conn in self.waiting)
+        return not self.in_flight and (idle or stopping_for > STOP_LINGER)
+
+    def _drain_wake(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.recv(4096)
+
+    def _drain_pipe(self, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.read(fd, 4096)
+
+    def _accept(self, listener: Any) -> None:
         try:
-            sock, client = listener.accept()
+            sock, peer = listener.accept()
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
-        self.nr_conns += 1
-        conn = BufferedConn(self.cfg, sock, client, listener.getsockname())
-        conn.read_timeout = self.read_timeout
-        self._wait(conn, b"")
+        if sock.family in (socket.AF_INET, socket.AF_INET6):  # answers go out as written
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._wait(Conn(sock, peer), b"")
         if len(self.waiting) > self.max_waiting:
             self._evict()
 
-    def _wait(self, conn: BufferedConn, leftover: bytes) -> None:
+    def _wait(self, conn: Conn, leftover: bytes) -> None:
         """Read the connection's next request in the loop, starting with what is buffered."""
         now = time.monotonic()
         conn.sock.setblocking(False)
-        conn.framer = Framer()
+        conn.framer = Framer(limits=self.limits)
         conn.first_byte = now if leftover else None
         conn.idle_since, conn.continued = now, False
         if leftover and self._advance(conn, leftover):
             return
         self.waiting[conn] = None
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
+        self.selector.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
 
-    def _readable(self, conn: BufferedConn, _sock: socket.socket) -> None:
+    def _readable(self, conn: Conn, _sock: socket.socket) -> None:
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -276,45 +368,52 @@ class BufferedThreadWorker(ThreadWorker):
             conn.first_byte = time.monotonic()
         self._advance(conn, data)
 
-    def _advance(self, conn: BufferedConn, data: bytes) -> bool:
+    def _advance(self, conn: Conn, data: bytes) -> bool:
         """Act on what has arrived; True once the connection has left the loop's hands."""
         verdict = conn.framer.feed(data)
         if verdict == INCOMPLETE:
             if conn.framer.waits_for_continue and not conn.continued:
                 conn.continued = True
-                _send_quietly(conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
+                continue_ = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                interim = conn.framer.parser.send(continue_)
+                _send_quietly(conn.sock, interim or b"")
             return False
         self._forget(conn)
+        detail = conn.framer.detail
         if verdict == TOO_LARGE:
-            self._answer_and_close(conn, 413, "Request Entity Too Large", problems.BODY_TOO_LARGE)
+            self._refuse(conn, 413, "Request Entity Too Large", problems.BODY_TOO_LARGE)
         elif verdict == BAD_FRAMING:
-            detail = f"malformed request: {conn.framer.detail}"
-            self._answer_and_close(conn, 400, "Bad Request", detail)
+            self._refuse(conn, 400, "Bad Request", f"malformed request: {detail}")
         elif verdict == URI_TOO_LONG:
-            self._answer_and_close(conn, 414, "URI Too Long", problems.LINE_TOO_LONG)
+            self._refuse(conn, 414, "URI Too Long", detail or problems.LINE_TOO_LONG)
         elif verdict == HEAD_TOO_LARGE:
             reason = "Request Header Fields Too Large"
-            self._answer_and_close(conn, 431, reason, problems.HEAD_TOO_LARGE)
+            self._refuse(conn, 431, reason, detail or problems.HEAD_TOO_LARGE)
         else:
-            self._dispatch(conn)
+            conn.arrived = time.monotonic()
+            self.in_flight.add(conn)
+            self.pool.submit(self._serve, conn)
         return True
 
-    def _dispatch(self, conn: BufferedConn) -> None:
-        if conn.parser is None:
-            conn.parser = gunicorn_http.get_parser(self.cfg, conn.sock, conn.client)
-            conn.initialized = True
-        request, leftover = conn.framer.reframed()
-        conn.parser.unreader.unread(request + leftover)
-        conn.data_ready = True
-        conn.arrived = time.monotonic()
-        self.enqueue_req(conn)
+    def _take_back_finished(self) -> None:
+        """Answered connections, back from the threads: the next request, or close."""
+        while True:
+            try:
+                conn, keep = self.finished.get_nowait()
+            except queue.Empty:
+                return
+            self.in_flight.discard(conn)
+            if keep and self.alive:
+                self._wait(conn, conn.framer.leftover)
+            else:
+                self._close(conn)
 
-    def _forget(self, conn: BufferedConn) -> None:
+    def _forget(self, conn: Conn) -> None:
         """Take a connection out of the loop's waiting set (it is dispatched or closed)."""
         if conn in self.waiting:
             del self.waiting[conn]
             with contextlib.suppress(KeyError, ValueError, OSError):
-                self.poller.unregister(conn.sock)
+                self.selector.unregister(conn.sock)
 
     def _evict(self) -> None:
         """Too many waiting connections: close the longest-waiting one that sent nothing (else
@@ -325,13 +424,14 @@ class BufferedThreadWorker(ThreadWorker):
         if victim.first_byte is None:
             self._close(victim)
         else:
-            self._answer_and_close(victim, 503, "Service Unavailable", "too many connections")
+            self._refuse(victim, 503, "Service Unavailable", "too many connections")
 
-    def _answer_and_close(self, conn: BufferedConn, status: int, reason: str, detail: str) -> None:
+    def _refuse(self, conn: Conn, status: int, reason: str, detail: str) -> None:
+        self.log.debug("refused %s from %s: %s", status, _address(conn.peer)[0], detail)
         _send_quietly(conn.sock, problem_bytes(status, reason, detail))
         self._close(conn)
 
-    def _close(self, conn: BufferedConn) -> None:
+    def _close(self, conn: Conn) -> None:
         """Half-close, then read and drop what the client still sends for a moment, so that it
         reads our answer rather than a reset (RFC 9112 section 9.6); the loop never blocks."""
         sock = conn.sock
@@ -339,10 +439,10 @@ class BufferedThreadWorker(ThreadWorker):
             sock.setblocking(False)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
-            self._closed(sock)
+            _close_quietly(sock)
             return
         self.closing[sock] = time.monotonic() + CLOSE_LINGER
-        self.poller.register(sock, selectors.EVENT_READ, partial(self._drain, [0]))
+        self.selector.register(sock, selectors.EVENT_READ, partial(self._drain, [0]))
 
     def _drain(self, drained: list[int], sock: socket.socket) -> None:
         try:
@@ -354,68 +454,140 @@ class BufferedThreadWorker(ThreadWorker):
         drained[0] += len(data)
         if not data or drained[0] > CLOSE_DRAIN_BYTES:
             self.closing.pop(sock, None)
-            self.poller.unregister(sock)
-            self._closed(sock)
+            self.selector.unregister(sock)
+            _close_quietly(sock)
 
-    def _closed(self, sock: socket.socket) -> None:
-        self.nr_conns -= 1
-        with contextlib.suppress(OSError):
-            sock.close()
-
-    def murder_keepalived(self, force: bool = False) -> None:
+    def _time_out(self, now: float, stopping_since: float | None, force: bool = False) -> None:
         """Once a second (and at the end): time out waiting and closing connections."""
-        now = time.monotonic()
-        if not self.alive and self.stopping_since is None:
-            self.stopping_since = now
-        stop = self.stopping_since is not None and now - self.stopping_since > STOP_LINGER
+        stop = stopping_since is not None and now - stopping_since > STOP_LINGER
         for conn in list(self.waiting):
             if conn.first_byte is None:
-                if force or stop or now - conn.idle_since > self.cfg.keepalive:
+                if (
+                    force
+                    or stopping_since is not None
+                    or now - conn.idle_since > self.cfg.keepalive
+                ):
                     self._forget(conn)
                     self._close(conn)
-            elif force or now - conn.first_byte > self.read_timeout:
+            elif force or stop or now - conn.first_byte > self.read_timeout:
                 self._forget(conn)
                 detail = f"the request did not arrive whole within {self.read_timeout:g} s"
-                self._answer_and_close(conn, 408, "Request Timeout", detail)
+                self._refuse(conn, 408, "Request Timeout", detail)
         for sock, until in list(self.closing.items()):
             if force or now > until:
                 del self.closing[sock]
                 with contextlib.suppress(KeyError, ValueError, OSError):
-                    self.poller.unregister(sock)
-                self._closed(sock)
-        super().murder_keepalived(force)
+                    self.selector.unregister(sock)
+                _close_quietly(sock)
 
     # -- the threads ----------------------------------------------------------------------------
 
-    def handle(self, conn: BufferedConn) -> Any:
-        self.arrival.at = conn.arrived
-        return super().handle(conn)
-
-    def finish_request(self, conn: BufferedConn, fs: Any) -> None:  # type: ignore[override]
-        """Back in the loop: read the next request of a kept-alive connection, or close."""
+    def _serve(self, conn: Conn) -> None:
+        keep = False
         try:
-            keep = bool(fs.result()) if not fs.cancelled() else False
-        except Exception:
-            keep = False
-        if keep and self.alive:
-            self._wait(conn, conn.parser.unreader.take_buffered())
-        else:
-            self._close(conn)
+            keep = self._answer(conn)
+        except OSError:  # the client went away, or stopped reading for WRITE_TIMEOUT
+            self.log.debug("answer to %s not written", _address(conn.peer)[0], exc_info=True)
+        finally:
+            self.nr += 1
+            if self.nr >= self.max_requests and self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            self.finished.put((conn, keep))
+            with contextlib.suppress(OSError):
+                self.wake_w.send(b"\0")
 
-    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
-        """gunicorn's own refusals (a malformed request, limits) as problem+json."""
-        status, reason = error_status(exc)
-        if status >= 500:
-            self.log.exception("Error handling request")
-            detail = "unexpected error; it has been logged"
-        else:
-            self.log.warning("Invalid request from %s: %s", (addr or ("",))[0], exc)
-            detail = str(exc)
+    def _answer(self, conn: Conn) -> bool:
+        """Run the app on the request and write its answer; whether the connection is kept."""
+        framer, sock = conn.framer, conn.sock
+        assert framer.request is not None
+        sock.setblocking(True)
+        sock.settimeout(WRITE_TIMEOUT)
+        environ = environ_for(
+            framer.request, bytes(framer.body), conn.peer, sock.getsockname(), self.base_environ
+        )
+        environ[ARRIVED_KEY] = conn.arrived
+        answer = _Answer(framer.parser, sock, head_only=framer.request.method == b"HEAD")
         try:
-            client.settimeout(self.read_timeout)
-            client.sendall(problem_bytes(status, reason, detail))
+            result: Iterable[bytes] = self.wsgi(environ, answer.start_response)
+            try:
+                for chunk in result:
+                    answer.write(chunk)
+                answer.finish()
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
         except OSError:
-            self.log.debug("Failed to send error message.")
+            raise
+        except Exception:  # the app, or an answer h11 cannot frame (a bad header, a wrong length)
+            self.log.exception("Error handling request %s", environ.get("RAW_URI"))
+            if not answer.sent:
+                detail = "unexpected error; it has been logged"
+                sock.sendall(problem_bytes(500, "Internal Server Error", detail))
+            return False
+        parser = framer.parser
+        # h11 says whether the connection goes on (not after Connection: close, or HTTP/1.0).
+        return self.alive and parser.our_state is h11.DONE and parser.their_state is h11.DONE
+
+
+class _Answer:
+    """The WSGI side of one answer: start_response and write, framed by h11. The head goes out
+    with the first piece of the body, in one write."""
+
+    def __init__(self, parser: h11.Connection, sock: socket.socket, head_only: bool) -> None:
+        self.parser, self.sock, self.head_only = parser, sock, head_only
+        self.pending: h11.Response | None = None
+        self.sent = False
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: Any = None,
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None and self.sent:
+            raise exc_info[1].with_traceback(exc_info[2])
+        code, _, reason = status.partition(" ")
+        self.pending = h11.Response(
+            status_code=int(code),
+            headers=[*headers, ("Date", _http_date())],
+            reason=reason.encode("latin-1"),
+        )
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        out = self._head()
+        if data and not self.head_only:
+            out += self.parser.send(h11.Data(data=data)) or b""
+        if out:
+            self.sock.sendall(out)
+
+    def finish(self) -> None:
+        out = self._head() + (self.parser.send(h11.EndOfMessage()) or b"")
+        if out:
+            self.sock.sendall(out)
+
+    def _head(self) -> bytes:
+        if self.sent:
+            return b""
+        if self.pending is None:
+            raise RuntimeError("the app wrote a body before calling start_response")
+        head = self.parser.send(self.pending) or b""
+        self.sent = True
+        return head
+
+
+_DATE: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header (RFC 9110 section 6.6.1), formatted once a second."""
+    global _DATE
+    now = int(time.time())
+    if _DATE[0] != now:
+        _DATE = (now, formatdate(now, usegmt=True))
+    return _DATE[1]
 
 
 def _send_quietly(sock: socket.socket, data: bytes) -> None:
@@ -423,3 +595,8 @@ def _send_quietly(sock: socket.socket, data: bytes) -> None:
     gone (and a half-written answer is all it would have read anyway)."""
     with contextlib.suppress(OSError):
         sock.send(data)
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()
