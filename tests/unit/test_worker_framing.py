@@ -125,3 +125,22 @@ def test_errors_are_problem_json_and_close_the_connection() -> None:
     assert b"Content-Type: application/problem+json" in head
     assert b"Connection: close" in head
     assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) == len(body)
+
+
+def test_the_worker_uses_gunicorns_documented_worker_interface_only() -> None:
+    """A worker class on gunicorn.workers.base.Worker, nothing of gunicorn's other workers or
+    of its HTTP parser: no gunicorn series needs pinning (requirements.in)."""
+    import ast
+    import inspect
+
+    from gunicorn.workers.base import Worker
+
+    from cqrs_common import gunicorn_worker
+
+    assert gunicorn_worker.H11Worker.__bases__ == (Worker,)
+    tree = ast.parse(inspect.getsource(gunicorn_worker))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {name for name in imported if name and name.startswith("gunicorn")} == {
+        "gunicorn.workers.base"
+    }
