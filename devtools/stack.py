@@ -91,7 +91,10 @@ class Stack:
         role_env: dict[str, dict[str, str]] | None = None,
         log_dir: Path | None = None,
         supervise: bool = True,
+        site: Path | None = None,
     ) -> None:
+        """`site`: a folder of packages the roles import before the environment's (a test of
+        the roles on another gunicorn)."""
         self.data_dir = Path(data_dir).resolve()
         self.ports = ports or {role.name: role.port for role in ROLES}
         self.database_urls = {
@@ -104,6 +107,7 @@ class Stack:
         self.role_env = role_env or {}  # on top of extra_env, for one role (its own token)
         self.log_dir = log_dir
         self.supervise = supervise
+        self.site = site
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, int] = {role.name: 0 for role in ROLES}
         self._logs: dict[str, IO[bytes]] = {}
@@ -122,7 +126,9 @@ class Stack:
         env = {
             **inherited,
             "PYTHONPATH": os.pathsep.join(
-                [str(FUNCTIONS / "shared")] + [str(FUNCTIONS / r.name) for r in ROLES]
+                ([str(self.site)] if self.site else [])
+                + [str(FUNCTIONS / "shared")]
+                + [str(FUNCTIONS / r.name) for r in ROLES]
             ),
             "PYTHONUNBUFFERED": "1",
             "CQRS_ROLE": role,

@@ -4,9 +4,14 @@ silent, oversized, malformed. It keeps answering, and every refusal is problem+j
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -19,15 +24,37 @@ from cqrs_common.limits import MAX_BODY_BYTES
 from devtools.stack import Stack, free_ports
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 READ_TIMEOUT = 3  # REQUEST_READ_TIMEOUT for these roles, so a test waits seconds
 # Generous: the machine may be busy; what matters is an answer, not its speed.
 HEALTHZ_BOUND = 10.0
 SMUGGLING_HEAD = b"POST / HTTP/1.1\r\nHost: x\r\n"
 
 
-@pytest.fixture(scope="module")
-def roles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The dispatcher and order-db alone (nothing behind them), relay off."""
+def lowest_gunicorn() -> Path:
+    """The oldest gunicorn functions/requirements.in allows, installed once into a cache folder
+    (pip, from the package index), for the roles to import before the locked one."""
+    spec = (ROOT / "functions" / "requirements.in").read_text(encoding="utf-8")
+    version = re.search(r"^gunicorn>=([\d.]+)$", spec, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    site = Path(base) / "cqrs-shop" / f"gunicorn-{version}"
+    if not (site / "gunicorn" / "__init__.py").is_file():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+             str(site), f"gunicorn=={version}"],
+            check=True,
+        )  # fmt: skip
+    return site
+
+
+@pytest.fixture(
+    scope="module", params=["locked", "lowest"], ids=["gunicorn-locked", "gunicorn-lowest"]
+)
+def roles(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The dispatcher and order-db alone (nothing behind them), relay off; on the gunicorn of
+    the lock, then on the oldest requirements.in allows (the worker pins no series)."""
     data = tmp_path_factory.mktemp("edges")
     stack = Stack(
         data,
@@ -35,10 +62,15 @@ def roles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         log_dir=data / "logs",
         extra_env={"RELAY_ENABLED": "0", "REQUEST_READ_TIMEOUT": str(READ_TIMEOUT)},
         supervise=False,
+        site=lowest_gunicorn() if request.param == "lowest" else None,
     )
     for role in ("dispatcher", "order-db"):
         stack.spawn(role)
     stack.wait_ready(["dispatcher", "order-db"])
+    if stack.site is not None:  # the roles do run on that gunicorn (its start line says which)
+        version = stack.site.name.removeprefix("gunicorn-")
+        log = (data / "logs" / "order-db.log").read_text(encoding="utf-8")
+        assert f"Starting gunicorn {version}" in log, log[-2000:]
     yield stack
     stack.stop()
 

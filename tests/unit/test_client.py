@@ -101,7 +101,10 @@ def raw_server(answers: list[bytes]) -> tuple[str, list[bytes]]:
                 head = b"".join(lines)
                 length = re.search(rb"(?i)content-length: (\d+)", head)
                 got.append(head + b"\r\n" + reader.read(int(length.group(1)) if length else 0))
-                conn.sendall(answer)
+                try:
+                    conn.sendall(answer)
+                except OSError:  # the client refused the answer before reading it all
+                    return
 
     threading.Thread(target=serve, daemon=True).start()
     return f"http://127.0.0.1:{listener.getsockname()[1]}", got

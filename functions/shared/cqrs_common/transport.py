@@ -153,8 +153,13 @@ def _body(answer: urllib3.BaseHTTPResponse) -> bytes:
             raise TransportError(f"answered with Transfer-Encoding {coding!r}", sent=True)
         # http.client reads a body whose length is not a number to the close; RFC 9112 (6.3)
         # makes it an error. urllib3 has already refused lengths that differ.
-        if coding is None and not _is_length(answer.headers.get("content-length", "0")):
+        length = answer.headers.get("content-length")
+        if coding is None and not _is_length(length or "0"):
             raise TransportError("answered with a Content-Length that is not a number", sent=True)
+        if coding is None and length is not None:  # one read of the declared length
+            if int(length.split(",")[0]) > MAX_ANSWER_BYTES:
+                raise TransportError(f"answered more than {MAX_ANSWER_BYTES} bytes", sent=True)
+            return answer.read()
         parts, size = [], 0
         for part in answer.stream(_READ_SIZE):  # to the end of the body, or an error
             size += len(part)
