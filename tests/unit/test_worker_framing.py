@@ -15,7 +15,7 @@ from cqrs_common.gunicorn_worker import (
     Framer,
     environ_for,
     frame,
-    problem_bytes,
+    problem_answer,
 )
 
 HEAD = b"POST / HTTP/1.1\r\nHost: x\r\n"
@@ -119,7 +119,9 @@ def test_frame_asks_for_the_body_when_the_client_expects_100_continue() -> None:
 
 
 def test_errors_are_problem_json_and_close_the_connection() -> None:
-    answer = problem_bytes(431, "Request Header Fields Too Large", "too big")
+    framer = Framer()
+    assert framer.feed(HEAD + b"X: " + b"a" * 70_000) == HEAD_TOO_LARGE
+    answer = problem_answer(framer.parser, 431, "Request Header Fields Too Large", "too big")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431 ")
     assert b"Content-Type: application/problem+json" in head

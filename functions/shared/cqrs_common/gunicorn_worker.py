@@ -232,15 +232,26 @@ def _address(address: Any) -> tuple[str, str]:
     return str(address or ""), ""
 
 
-def problem_bytes(status: int, reason: str, detail: str) -> bytes:
-    """A whole HTTP/1.1 answer: an RFC 9457 problem, and the connection closes after it (sent
-    when h11 can frame no answer: the request line itself was refused)."""
-    body = problems.document(status, reason, detail)
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {PROBLEM_JSON}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+def problem_answer(parser: h11.Connection, status: int, reason: str, detail: str) -> bytes:
+    """An RFC 9457 problem as the whole answer, framed by the connection's h11 state (which
+    can still frame one after refusing the request); the connection closes after it. Empty if
+    h11 can frame no answer now (one has begun)."""
+    body = problems.document(status, reason, detail).encode()
+    head = h11.Response(
+        status_code=status,
+        reason=reason.encode("latin-1"),
+        headers=[
+            ("Content-Type", PROBLEM_JSON),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            ("Date", _http_date()),
+        ],
     )
-    return (head + body).encode("latin-1")
+    try:
+        events = (head, h11.Data(data=body), h11.EndOfMessage())
+        return b"".join(parser.send(event) or b"" for event in events)
+    except h11.LocalProtocolError:
+        return b""
 
 
 class Conn:
@@ -437,7 +448,7 @@ class H11Worker(Worker):
 
     def _refuse(self, conn: Conn, status: int, reason: str, detail: str) -> None:
         self.log.debug("refused %s from %s: %s", status, _address(conn.peer)[0], detail)
-        _send_quietly(conn.sock, problem_bytes(status, reason, detail))
+        _send_quietly(conn.sock, problem_answer(conn.framer.parser, status, reason, detail))
         self._close(conn)
 
     def _close(self, conn: Conn) -> None:
@@ -508,7 +519,7 @@ class H11Worker(Worker):
 
     def _answer(self, conn: Conn) -> bool:
         """Run the app on the request and write its answer; whether the connection is kept."""
-        framer, sock = conn.framer, conn.sock
+        framer, sock, parser = conn.framer, conn.sock, conn.framer.parser
         assert framer.request is not None
         sock.setblocking(True)
         sock.settimeout(WRITE_TIMEOUT)
@@ -516,7 +527,7 @@ class H11Worker(Worker):
             framer.request, bytes(framer.body), conn.peer, sock.getsockname(), self.base_environ
         )
         environ[ARRIVED_KEY] = conn.arrived
-        answer = _Answer(framer.parser, sock, head_only=framer.request.method == b"HEAD")
+        answer = _Answer(parser, sock, head_only=framer.request.method == b"HEAD")
         try:
             result: Iterable[bytes] = self.wsgi(environ, answer.start_response)
             try:
@@ -530,12 +541,11 @@ class H11Worker(Worker):
         except OSError:
             raise
         except Exception:  # the app, or an answer h11 cannot frame (a bad header, a wrong length)
-            self.log.exception("Error handling request %s", environ.get("RAW_URI"))
-            if not answer.sent:
+            self.log.exception("Error handling request %r", framer.request.target)
+            if not answer.sent:  # a 500, unless h11 refused the app's own head (then nothing)
                 detail = "unexpected error; it has been logged"
-                sock.sendall(problem_bytes(500, "Internal Server Error", detail))
+                sock.sendall(problem_answer(parser, 500, "Internal Server Error", detail))
             return False
-        parser = framer.parser
         # h11 says whether the connection goes on (not after Connection: close, or HTTP/1.0).
         return self.alive and parser.our_state is h11.DONE and parser.their_state is h11.DONE
 
