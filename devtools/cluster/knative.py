@@ -409,7 +409,7 @@ def traefik_docs() -> list[Doc]:
     ]
 
 
-def _rank(doc: Doc) -> int:
+def rank(doc: Doc) -> int:
     # Namespaces and CRDs before what lives in them; the webhooks last, so that nothing
     # before them needs the webhook to be running (their policy is Fail).
     kind = doc["kind"]
@@ -427,7 +427,7 @@ def manifest_docs(
 ) -> list[Doc]:
     docs = _resolve_ko(upstream_docs())
     _configure(docs, domains, autoscaler)
-    return sorted([*docs, *traefik_docs()], key=_rank)  # stable: file order within a rank
+    return sorted([*docs, *traefik_docs()], key=rank)  # stable: file order within a rank
 
 
 class _Dumper(yaml.SafeDumper):
@@ -490,7 +490,7 @@ def apply(cluster: Cluster, docs: Sequence[Doc], *, timeout: float = 120.0) -> l
     """Server-side applies `docs`: namespaces and CRDs first, until every CRD is served, then
     all of them. Returns what kubectl applied (kind.group/name). Again: changes nothing."""
     ssa = ("apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}")
-    first = [d for d in docs if _rank(d) < 2]
+    first = [d for d in docs if rank(d) < 2]
     if first:
         cluster.kubectl(*ssa, "-f", "-", input=_json_stream(first), timeout=timeout)
     crds = [d["metadata"]["name"] for d in first if d["kind"] == "CustomResourceDefinition"]

@@ -212,7 +212,7 @@ def test_knative_and_traefik_ask_for_little_cpu_on_a_two_cpu_node(docs) -> None:
 
 def test_namespaces_and_crds_come_first_and_the_webhooks_last(docs) -> None:
     kinds = [d["kind"] for d in docs]
-    ranks = [knative._rank(d) for d in docs]
+    ranks = [knative.rank(d) for d in docs]
     assert ranks == sorted(ranks)
     assert kinds[0] == "Namespace"
     assert kinds[-1].endswith("WebhookConfiguration")
