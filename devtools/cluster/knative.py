@@ -299,8 +299,10 @@ def traefik_docs() -> list[Doc]:
         f"--providers.knative.privateService.namespace={ns}",
         f"--providers.knative.privateService.name={TRAEFIK_PRIVATE_SERVICE}",
         # Traefik marks a KIngress ready this long after handing its routes to the proxy, not
-        # after probing them: 2 s, as its own conformance run has it.
-        "--providers.knative.throttleDuration=2s",
+        # after probing them. Its own conformance run has 2 s; on two busy CPUs the new
+        # routes were at times not serving yet (502s in the suite's `update`, about one run
+        # in two under CI's load): 5 s.
+        "--providers.knative.throttleDuration=5s",
     ]
     probe = {"httpGet": {"path": "/ping", "port": "ping"}, "periodSeconds": 5}
     container = {

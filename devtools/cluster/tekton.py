@@ -108,10 +108,39 @@ def image_refs() -> list[str]:
     return [*(image_ref(m, n) for m, n in builds()), SHELL_IMAGE]
 
 
+def resolvers_image() -> oci.Image:
+    """The remote resolvers on what the release's .ko.yaml gives them, tini and git (its
+    `tini-git` base): Debian's, the binary at /ko-app/resolvers, the nonroot user."""
+    ref = image_ref(PIPELINE, "resolvers")
+    dockerfile = f"""\
+# {ref}: the resolvers on Debian's tini and git (devtools/cluster/tekton.py)
+ARG BASE
+# hadolint ignore=DL3006
+FROM ${{BASE}}
+# hadolint ignore=DL3008
+RUN apt-get update -q \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tini git \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/* \\
+ && ln -s /usr/bin/tini /sbin/tini \\
+ && groupadd --gid 65532 nonroot \\
+ && useradd --uid 65532 --gid 65532 --create-home --shell /usr/sbin/nologin nonroot
+COPY app /ko-app/resolvers
+ENV KO_DATA_PATH=/var/run/ko
+USER 65532:65532
+ENTRYPOINT ["/sbin/tini", "--", "/ko-app/resolvers"]
+"""
+    return oci.Image(ref, dockerfile, {"app": binary(PIPELINE, "resolvers")}, base="bookworm")
+
+
 def images() -> list[oci.Image]:
-    """The components' and the pods' images, as ko packs them, and the shell image."""
-    packed = [oci.static_binary(image_ref(m, n), binary(m, n), f"/ko-app/{n}") for m, n in builds()]
-    return [*packed, shell_image()]
+    """The components' and the pods' images, as ko packs them (the resolvers on tini and
+    git), and the shell image."""
+    packed = [
+        oci.static_binary(image_ref(m, n), binary(m, n), f"/ko-app/{n}")
+        for m, n in builds()
+        if (m, n) != (PIPELINE, "resolvers")
+    ]
+    return [*packed, resolvers_image(), shell_image()]
 
 
 # --- manifests --------------------------------------------------------------------------------
