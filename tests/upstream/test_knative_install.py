@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,12 +227,6 @@ def test_namespaces_and_crds_come_first_and_the_webhooks_last(docs) -> None:
 
 
 # --- a real API server admits every object ----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cp() -> Iterator[ControlPlane]:
-    with ControlPlane() as plane:
-        yield plane
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -93,12 +92,6 @@ def test_tekton_asks_for_little_cpu_on_a_two_cpu_node(docs) -> None:
     assert all(
         d["spec"]["maxReplicas"] == 1 for d in docs if d["kind"] == "HorizontalPodAutoscaler"
     )
-
-
-@pytest.fixture(scope="module")
-def cp() -> Iterator[ControlPlane]:
-    with ControlPlane() as plane:
-        yield plane
 
 
 @pytest.mark.slow
