@@ -2,7 +2,8 @@
 
 1. The images: every one the node runs, built here (images.py) and loaded into containerd.
 2. The node (node.py) and its DNS (dns.py).
-3. Knative Serving with its ingress (knative.py), from the pinned modules' own manifests.
+3. Knative Serving with its ingress (knative.py) and Tekton Pipelines (tekton.py), from the
+   pinned modules' own manifests.
 4. Storage and the database's Secrets (shop.py), then `make deploy`, unchanged.
 5. The custom domain of istio/domain, and a forward from this machine to the ingress.
 
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.cluster import dns, images, knative, shop
+from devtools.cluster import dns, images, knative, shop, tekton
 from devtools.cluster.node import REPO, Node
 
 # The ingress's Service (Traefik's public entry points) and the address the shop is reached at
@@ -64,7 +65,7 @@ def up() -> Info:
     archive = node.layout.root / "images.tar"
     node.layout.root.mkdir(parents=True, exist_ok=True)
     with images.Builder() as builder:
-        wanted = [*images.stand_ins(), dns.image(), *knative.images()]
+        wanted = [*images.stand_ins(), dns.image(), *knative.images(), *tekton.images()]
         builder.build(wanted)
         refs = [image.ref for image in wanted]
         refs += builder.shop_images(shop.REGISTRY, image_tag)
@@ -83,6 +84,9 @@ def up() -> Info:
     _done(began)
     began = _step("Knative Serving and its ingress")
     knative.install(node)
+    _done(began)
+    began = _step("Tekton Pipelines")
+    tekton.install(node)
     _done(began)
     began = _step("the shop: make deploy DATABASE=single")
     shop.storage(node)

@@ -299,8 +299,10 @@ def traefik_docs() -> list[Doc]:
         f"--providers.knative.privateService.namespace={ns}",
         f"--providers.knative.privateService.name={TRAEFIK_PRIVATE_SERVICE}",
         # Traefik marks a KIngress ready this long after handing its routes to the proxy, not
-        # after probing them: 2 s, as its own conformance run has it.
-        "--providers.knative.throttleDuration=2s",
+        # after probing them. Its own conformance run has 2 s; on two busy CPUs the new
+        # routes were at times not serving yet (502s in the suite's `update`, about one run
+        # in two under CI's load): 5 s.
+        "--providers.knative.throttleDuration=5s",
     ]
     probe = {"httpGet": {"path": "/ping", "port": "ping"}, "periodSeconds": 5}
     container = {
@@ -409,7 +411,7 @@ def traefik_docs() -> list[Doc]:
     ]
 
 
-def _rank(doc: Doc) -> int:
+def rank(doc: Doc) -> int:
     # Namespaces and CRDs before what lives in them; the webhooks last, so that nothing
     # before them needs the webhook to be running (their policy is Fail).
     kind = doc["kind"]
@@ -427,7 +429,7 @@ def manifest_docs(
 ) -> list[Doc]:
     docs = _resolve_ko(upstream_docs())
     _configure(docs, domains, autoscaler)
-    return sorted([*docs, *traefik_docs()], key=_rank)  # stable: file order within a rank
+    return sorted([*docs, *traefik_docs()], key=rank)  # stable: file order within a rank
 
 
 class _Dumper(yaml.SafeDumper):
@@ -490,7 +492,7 @@ def apply(cluster: Cluster, docs: Sequence[Doc], *, timeout: float = 120.0) -> l
     """Server-side applies `docs`: namespaces and CRDs first, until every CRD is served, then
     all of them. Returns what kubectl applied (kind.group/name). Again: changes nothing."""
     ssa = ("apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}")
-    first = [d for d in docs if _rank(d) < 2]
+    first = [d for d in docs if rank(d) < 2]
     if first:
         cluster.kubectl(*ssa, "-f", "-", input=_json_stream(first), timeout=timeout)
     crds = [d["metadata"]["name"] for d in first if d["kind"] == "CustomResourceDefinition"]

@@ -65,3 +65,10 @@ def serving_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contro
 def eventing_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """The same with Knative Eventing."""
     yield from cluster(tmp_path_factory.mktemp("eventing"), SERVING + EVENTING + OTHERS)
+
+
+@pytest.fixture(scope="module")
+def cp() -> Iterator[ControlPlane]:
+    """A bare control plane (no CRDs beyond what a test applies)."""
+    with ControlPlane() as plane:
+        yield plane

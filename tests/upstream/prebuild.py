@@ -21,10 +21,10 @@ from tests.upstream import validators
 
 
 def _cluster_builds() -> list[tuple[str, Callable[[], Path]]]:
-    """The live tier's node (devtools/cluster): Knative, its ingress, DNS, the CRI tools; runc
-    and pause last, as they need the C headers .ci/run installs meanwhile."""
-    try:
-        from devtools.cluster import images, knative  # PyYAML: of the machine's Python, or none
+    """The live tier's node (devtools/cluster): Knative, its ingress, Tekton, DNS, the CRI
+    tools; runc and pause last, as they need the C headers .ci/run installs meanwhile."""
+    try:  # PyYAML: of the machine's Python, or none
+        from devtools.cluster import images, knative, tekton
     except ImportError as exc:
         print(f"prebuild: not the cluster's binaries: {exc}", file=sys.stderr, flush=True)
         return []
@@ -33,6 +33,7 @@ def _cluster_builds() -> list[tuple[str, Callable[[], Path]]]:
         *((f"knative-{n}", partial(knative.knative_binary, n)) for n in serving),
         ("knative-ingress-conformance", knative.conformance_binary),
         ("traefik", knative.traefik_binary),
+        *((f"tekton-{m}-{n}", partial(tekton.binary, m, n)) for m, n in tekton.builds()),
         ("coredns", upstream.coredns),
         ("crictl", upstream.crictl),
         ("runc", upstream.runc),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +211,7 @@ def test_knative_and_traefik_ask_for_little_cpu_on_a_two_cpu_node(docs) -> None:
 
 def test_namespaces_and_crds_come_first_and_the_webhooks_last(docs) -> None:
     kinds = [d["kind"] for d in docs]
-    ranks = [knative._rank(d) for d in docs]
+    ranks = [knative.rank(d) for d in docs]
     assert ranks == sorted(ranks)
     assert kinds[0] == "Namespace"
     assert kinds[-1].endswith("WebhookConfiguration")
@@ -228,12 +227,6 @@ def test_namespaces_and_crds_come_first_and_the_webhooks_last(docs) -> None:
 
 
 # --- a real API server admits every object ----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cp() -> Iterator[ControlPlane]:
-    with ControlPlane() as plane:
-        yield plane
 
 
 @pytest.mark.slow
