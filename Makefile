@@ -46,7 +46,7 @@ help:
 	@echo "                   Prometheus, Go"
 	@echo ""
 	@echo "Cluster (docs/cluster.md, docs/tekton.md)"
-	@echo "  cluster-up       a Kubernetes node on this machine, Knative, the shop (make deploy);"
+	@echo "  cluster-up       a Kubernetes node on this machine, Knative, Tekton, the shop (make deploy);"
 	@echo "                   var/cluster/kubeconfig, var/cluster/ingress (as root)"
 	@echo "  cluster-down     stop and remove all of it"
 	@echo "  images           build the six images cqrs-<role>:TAG    TAG=<commit, 12 hex> REGISTRY="
