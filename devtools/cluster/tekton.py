@@ -11,6 +11,8 @@ node makes, each named below:
   Knative (the node has them, and nothing resolves ko.local tags to digests);
 - the shell image (the `place-scripts` init container of a Task with a `script`), which the
   release pins by digest on cgr.dev, is SHELL_IMAGE, built here from Debian's busybox;
+- the remote resolvers' image has what their release's `tini-git` base gives them (their
+  Deployment runs /sbin/tini): Debian's tini and git;
 - CPU requests are lowered to fit two CPUs (SMALL_NODE_CPU), and the webhook's HPA keeps one
   replica.
 """
