@@ -200,7 +200,8 @@ def upstream_docs() -> list[Doc]:
     return docs
 
 
-_KO = re.compile(r"ko://([A-Za-z0-9._/-]+)")
+# An image ko builds: ko://<import path> (the release manifests' references).
+KO_REFERENCE = re.compile(r"ko://([A-Za-z0-9._/-]+)")
 
 
 def _ko_local(match: re.Match[str]) -> str:
@@ -213,7 +214,7 @@ def _ko_local(match: re.Match[str]) -> str:
 
 def _resolve_ko(docs: list[Doc]) -> list[Doc]:
     """Every ko:// reference, wherever it is (images, config-deployment, the Image cache)."""
-    text = _KO.sub(_ko_local, json.dumps(docs))
+    text = KO_REFERENCE.sub(_ko_local, json.dumps(docs))
     return json.loads(text)
 
 
@@ -519,8 +520,13 @@ def install(
     """Knative Serving and Traefik on a cluster whose node has their images (images()), until
     every Deployment of both is rolled out."""
     apply(cluster, manifest_docs(domains=domains, autoscaler=autoscaler))
+    rolled_out(cluster, (SYSTEM_NAMESPACE, TRAEFIK_NAMESPACE), timeout)
+
+
+def rolled_out(cluster: Cluster, namespaces: Sequence[str], timeout: float) -> None:
+    """Waits, `timeout` in all, until every Deployment of `namespaces` is rolled out."""
     deadline = time.monotonic() + timeout
-    for namespace in (SYSTEM_NAMESPACE, TRAEFIK_NAMESPACE):
+    for namespace in namespaces:
         left = max(deadline - time.monotonic(), 10.0)
         cluster.kubectl(
             "-n", namespace, "rollout", "status", "deployment", f"--timeout={left:.0f}s",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import yaml
@@ -164,9 +163,6 @@ def upstream_docs() -> list[Doc]:
     return docs
 
 
-_KO = re.compile(r"ko://([A-Za-z0-9._/-]+)")
-
-
 def _ko_local(match: re.Match[str]) -> str:
     module, _, name = match.group(1).partition("/cmd/")
     try:
@@ -176,7 +172,7 @@ def _ko_local(match: re.Match[str]) -> str:
 
 
 def manifest_docs() -> list[Doc]:
-    docs = json.loads(_KO.sub(_ko_local, json.dumps(upstream_docs())))
+    docs = json.loads(knative.KO_REFERENCE.sub(_ko_local, json.dumps(upstream_docs())))
     for doc in docs:
         kind = doc["kind"]
         if kind == "Deployment":
@@ -196,10 +192,4 @@ def install(cluster: knative.Cluster, *, timeout: float = 300.0) -> None:
     """Tekton Pipelines and Triggers on a cluster whose node has their images (images()),
     until every Deployment of theirs is rolled out."""
     knative.apply(cluster, manifest_docs())
-    deadline = time.monotonic() + timeout
-    for namespace in NAMESPACES:
-        left = max(deadline - time.monotonic(), 10.0)
-        cluster.kubectl(
-            "-n", namespace, "rollout", "status", "deployment", f"--timeout={left:.0f}s",
-            timeout=left + 30,
-        )  # fmt: skip
+    knative.rolled_out(cluster, NAMESPACES, timeout)

@@ -78,7 +78,9 @@ def test_an_image_left_to_ko_or_pulled_is_caught(docs) -> None:
     args[args.index("-shell-image") + 1] = "cgr.dev/chainguard/busybox@sha256:19f0"
     assert problems(copy) == ["not built here: cgr.dev/chainguard/busybox@sha256:19f0"]
     with pytest.raises(ValueError, match="not an image built here"):
-        tekton._KO.sub(tekton._ko_local, "ko://github.com/tektoncd/pipeline/cmd/unknown")
+        tekton.knative.KO_REFERENCE.sub(
+            tekton._ko_local, "ko://github.com/tektoncd/pipeline/cmd/unknown"
+        )
 
 
 def test_tekton_asks_for_little_cpu_on_a_two_cpu_node(docs) -> None:

@@ -197,6 +197,7 @@ def environ_for(
     if not path.startswith("/"):  # absolute-form (a proxy's request) or "*"
         path = "/" + path.split("://", 1)[-1].partition("/")[2] if "://" in path else path
     host, port = _address(server)
+    remote_host, remote_port = _address(peer)
     environ: dict[str, Any] = {
         **(base or {}),
         "REQUEST_METHOD": request.method.decode("latin-1"),
@@ -208,8 +209,8 @@ def environ_for(
         "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("latin-1"),
         "SERVER_NAME": host,
         "SERVER_PORT": port,
-        "REMOTE_ADDR": _address(peer)[0],
-        "REMOTE_PORT": _address(peer)[1],
+        "REMOTE_ADDR": remote_host,
+        "REMOTE_PORT": remote_port,
         "CONTENT_LENGTH": str(len(body)),
         "wsgi.input": io.BytesIO(body),
         "wsgi.input_terminated": True,
